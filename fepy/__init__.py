@@ -1,0 +1,25 @@
+"""fepy: differentiable physics as free-energy minimisation, F[q] = E_q[H] - T S[q] >= -T log Z."""
+
+from ._callbacks import Callback as Callback, Checkpoint as Checkpoint, ProgressBar as ProgressBar
+from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
+from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
+from ._sharding import batch_sharding as batch_sharding
+from .families import Particles as Particles
+from .solvers import (
+    MALA as MALA,
+    SVGD as SVGD,
+    ULA as ULA,
+    AbstractMove as AbstractMove,
+    AbstractSchedule as AbstractSchedule,
+    AbstractSolver as AbstractSolver,
+    Constant as Constant,
+    Exponential as Exponential,
+    FisherRao as FisherRao,
+    Linear as Linear,
+    Power as Power,
+    Wasserstein as Wasserstein,
+    WassersteinFisherRao as WassersteinFisherRao,
+)
+from .targets import Energy as Energy
+
+__version__ = "0.1.0"

@@ -1,0 +1,32 @@
+"""Monte Carlo estimators shared by the solvers: log-mean-exp, ESS, log Z with a standard error."""
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+
+def log_mean_exp(log_x: Float[Array, "... n"], axis: int = -1) -> Float[Array, "..."]:
+    r""":math:`\log \frac1n \sum_i e^{\ell_i}`, stable for large :math:`|\ell_i|`."""
+    n = log_x.shape[axis]
+    return jax.nn.logsumexp(log_x, axis=axis) - jnp.log(n)
+
+
+def kish_ess(log_w: Float[Array, "... n"], axis: int = -1) -> Float[Array, "..."]:
+    r"""Kish effective sample size :math:`(\sum w)^2 / \sum w^2` of unnormalised log-weights."""
+    return jnp.exp(2 * jax.nn.logsumexp(log_w, axis=axis) - jax.nn.logsumexp(2 * log_w, axis=axis))
+
+
+def log_z_and_stderr(
+    log_z_replicas: Float[Array, " r"],
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    r"""Combine independent unbiased estimates :math:`\hat Z_r` into :math:`\log \bar Z` and its error.
+
+    :math:`\bar Z = \frac1R \sum_r \hat Z_r` stays unbiased; the standard error of
+    :math:`\log \bar Z` is the relative standard error of :math:`\bar Z` (delta method),
+    :math:`\mathrm{sd}(\hat Z_r) / (\sqrt{R}\, \bar Z)` with the sample standard deviation.
+    """
+    r = log_z_replicas.shape[0]
+    log_z = log_mean_exp(log_z_replicas)
+    relative = jnp.exp(log_z_replicas - log_z)  # Z_r / Z_bar, mean 1
+    stderr = jnp.sqrt(jnp.sum((relative - 1.0) ** 2) / (r - 1) / r) if r > 1 else jnp.nan
+    return log_z, stderr

@@ -1,0 +1,1 @@
+from .particles import Particles as Particles
