@@ -3,6 +3,7 @@
 from ._callbacks import Callback as Callback, Checkpoint as Checkpoint, ProgressBar as ProgressBar
 from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
 from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
+from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
 from .families import Particles as Particles
 from .solvers import (
