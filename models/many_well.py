@@ -24,6 +24,8 @@ DEFAULTS = dict(
     base_scale=2.0,
     moves_per_step=2,
     islands=16,
+    schedule="power",  # power: lambda = (k / (steps/2))^4 | adaptive: conditional-ESS tempering
+    cess=0.95,
 )
 
 
@@ -52,7 +54,10 @@ def build(config) -> fepy.Problem:
     target = ManyWell(dim=2 * c["copies"])
     base = dist.Normal(jnp.zeros(target.dim), c["base_scale"]).to_event(1)
     family = fepy.Particles.from_base(base, c["particles"], key=jax.random.key(c["seed"]))
-    schedule = fepy.Power(c["steps"] // 2, exponent=4.0)
+    if c["schedule"] == "adaptive":
+        schedule = fepy.AdaptiveCESS(cess=c["cess"])
+    else:
+        schedule = fepy.Power(c["steps"] // 2, exponent=4.0)
     move = fepy.MALA(step_size=c["step_size"])
     kw = dict(schedule=schedule, islands=c["islands"])
     solvers = dict(

@@ -7,7 +7,9 @@ from .particle_flows import (
     WassersteinFisherRao as WassersteinFisherRao,
 )
 from .schedules import (
+    AbstractFixedSchedule as AbstractFixedSchedule,
     AbstractSchedule as AbstractSchedule,
+    AdaptiveCESS as AdaptiveCESS,
     Constant as Constant,
     Exponential as Exponential,
     Linear as Linear,

@@ -118,7 +118,7 @@ class _AbstractParticleFlow(AbstractSolver):
         step_size = 0.0 if self.move is None else self.move.step_size
         return ParticleState(
             step=jnp.zeros((), jnp.int32),
-            lam=self.schedule(jnp.zeros((), jnp.int32)).astype(dtype),
+            lam=self.schedule.initial().astype(dtype),
             points=points,
             log_z_islands=jnp.zeros(self.islands, dtype),
             step_size=jnp.full(self.islands, step_size, dtype),
@@ -128,11 +128,14 @@ class _AbstractParticleFlow(AbstractSolver):
     def step(self, target: Energy, family: Particles, state: ParticleState, key):
         evaluate = _evaluator(target, family.base)
         key_resample, key_move = jax.random.split(key)
-        lam_next = self.schedule(state.step + 1).astype(state.lam.dtype)
         points = state.points
+        work = points.log_target - points.log_base
+        lam_next = self.schedule.next(
+            state.step, state.lam, *_split((family.log_weights, work), self.islands)
+        ).astype(state.lam.dtype)
 
         # 1. reweight along the path (Fisher-Rao part; the Jarzynski work of the move part)
-        log_w = family.log_weights + (lam_next - state.lam) * (points.log_target - points.log_base)
+        log_w = family.log_weights + (lam_next - state.lam) * work
         log_w = jnp.where(points.is_finite(), log_w, -jnp.inf)
         ess_fraction = jnp.mean(kish_ess(_split(log_w, self.islands))) * self.islands / family.n
 
@@ -226,7 +229,7 @@ class _AbstractParticleFlow(AbstractSolver):
 
     def summary(self, target: Energy, family: Particles, state: ParticleState):
         obs = self._observables(target, family, state)
-        annealed = (self.schedule(jnp.zeros((), jnp.int32)) == 0) & (state.lam == 1)
+        annealed = (self.schedule.initial() == 0) & (state.lam == 1)
         for name in ("log_z", "log_z_stderr", "free_energy"):
             obs[name] = jnp.where(annealed, obs[name], jnp.nan)
         obs["free_energy_stderr"] = obs["log_z_stderr"] / target.beta

@@ -1,0 +1,90 @@
+"""The model files against their exact references (log Z by quadrature or by construction)."""
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fepy
+
+jax.config.update("jax_enable_x64", True)
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, MODELS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(module, seed=0, **config):
+    problem = module.build({"seed": seed, **config})
+    return problem, fepy.minimize(
+        problem.target, problem.family, problem.solver, steps=problem.steps, key=jax.random.key(seed)
+    )
+
+
+def test_many_well_reference_is_16_copies_of_the_published_value():
+    many_well = load("many_well")
+    # FAB's figure 10.29348 per copy, and an independent trapezoid rule on a fine grid.
+    assert many_well.REFERENCE["log_z"] == pytest.approx(16 * 10.29348, abs=2e-4)
+    d = np.linspace(-4.0, 4.0, 400_001)
+    trapezoid = np.log(np.trapezoid(np.exp(0.5 * d + 6 * d**2 - d**4), d)) + 0.5 * np.log(2 * np.pi)
+    assert many_well.log_z_per_copy() == pytest.approx(trapezoid, abs=1e-9)
+
+
+def test_gmm40_target_is_normalised_and_matches_the_fab_layout():
+    gmm40 = load("gmm40")
+    target = gmm40.build({"particles": 16})
+    target = target.target
+    assert target.means.shape == (40, 2)
+    assert float(jnp.abs(target.means).max()) <= 40.0
+    assert target.std == pytest.approx(1.3133, abs=1e-4)
+    # Z = int exp(-U) dx = 1: midpoint rule on a grid much finer than the mode width.
+    h = 0.05
+    axis = np.arange(-48.0, 48.0, h) + h / 2
+    xx, yy = np.meshgrid(axis, axis)
+    grid = jnp.stack([xx.ravel(), yy.ravel()], axis=-1)
+    z = float(jnp.sum(jnp.exp(-jax.lax.map(target.energy, grid, batch_size=65536))) * h * h)
+    assert z == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["wfr", "wasserstein"])
+def test_gmm40_small_run_finds_every_mode(solver):
+    gmm40 = load("gmm40")
+    problem, sol = run(gmm40, particles=2048, steps=300, solver=solver)
+    weights = np.asarray(gmm40.mode_weights(problem.target, sol.family))
+    # ~51 particles per mode: each mode's weight 1/40 within a factor 2 is > 3 sigma of
+    # the multinomial noise; log Z = 0 within 5 standard errors.
+    assert np.all((weights > 1 / 80) & (weights < 1 / 20)), weights
+    assert abs(sol.log_z) < 5 * sol.log_z_stderr + 0.01
+    assert sol.summary["energy_evals"] == 2048 * 301
+
+
+def test_many_well_two_copies_log_z():
+    many_well = load("many_well")
+    exact = 2 * many_well.log_z_per_copy()
+    _, sol = run(many_well, particles=4096, steps=400, copies=2)
+    assert abs(sol.log_z - exact) < 5 * sol.log_z_stderr + 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3))
+def test_gmm40_acceptance_wfr_1e4_particles(seed):
+    gmm40 = load("gmm40")
+    problem, sol = run(gmm40, seed=seed, particles=10_000, solver="wfr")
+    weights = np.asarray(gmm40.mode_weights(problem.target, sol.family))
+    assert np.all((weights > 1 / 80) & (weights < 1 / 20))
+    assert abs(sol.log_z - gmm40.REFERENCE["log_z"]) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3))
+def test_many_well_acceptance_wfr(seed):
+    many_well = load("many_well")
+    _, sol = run(many_well, seed=seed, solver="wfr")
+    assert abs(sol.log_z - many_well.REFERENCE["log_z"]) < 0.1
