@@ -1,0 +1,203 @@
+"""What a run writes: ``summary.json``, ``trace.csv`` and PNG plots (used by ``fepy run``)."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def jsonable(value):
+    """``value`` with NumPy/JAX scalars and arrays as Python objects and NaN/Inf as None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "shape") or isinstance(value, np.generic):  # numpy / jax
+        array = np.asarray(value)
+        if array.ndim == 0:
+            item = array.item()
+            return jsonable(item)
+        return jsonable(array.tolist())
+    return str(value)
+
+
+def write_json(path, data) -> None:
+    Path(path).write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_trace(path, trace: dict[str, np.ndarray]) -> None:
+    """One row per step; the first column is the step number (1-based: the step just taken)."""
+    names = list(trace)
+    steps = len(next(iter(trace.values()))) if trace else 0
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", *names])
+        columns = [np.asarray(trace[name]) for name in names]
+        for i in range(steps):
+            writer.writerow([i + 1, *(_cell(c[i]) for c in columns)])
+
+
+def _cell(x):
+    x = x.item() if hasattr(x, "item") else x
+    return repr(x) if isinstance(x, float) else x
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_trace(path, trace: dict[str, np.ndarray], reference: dict, title: str = "") -> bool:
+    """log Z, F and <U> per step against the reference, and the ESS / acceptance panel."""
+    plt = _pyplot()
+    if not trace:
+        return False
+    steps = np.arange(1, len(next(iter(trace.values()))) + 1)
+    panels = []
+    for name, label in (
+        ("log_z", r"$\log \hat Z_\lambda$"),
+        ("free_energy", r"$F[q]$"),
+        ("energy", r"$E_q[U]$"),
+    ):
+        if name in trace:
+            panels.append((name, label))
+    diagnostics = [n for n in ("ess_fraction", "acceptance", "resampled", "lam") if n in trace]
+    rows = len(panels) + bool(diagnostics)
+    if rows == 0:
+        return False
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 2.3 * rows), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for ax, (name, label) in zip(axes, panels):
+        y = np.asarray(trace[name], float)
+        ax.plot(steps, y, lw=1.2, label=label)
+        if name == "log_z" and "log_z_stderr" in trace:
+            se = np.asarray(trace["log_z_stderr"], float)
+            ax.fill_between(steps, y - 2 * se, y + 2 * se, alpha=0.25, lw=0, label=r"$\pm 2$ s.e.")
+        ref = reference.get(name)
+        if isinstance(ref, (int, float)) and math.isfinite(ref):
+            ax.axhline(ref, color="k", ls="--", lw=1, label=f"reference {ref:.4g}")
+        finite = y[np.isfinite(y)]
+        if finite.size and isinstance(ref, (int, float)) and math.isfinite(ref):
+            # the early, far-from-target values would squash the approach to the reference
+            tail = finite[len(finite) // 3 :]
+            lo, hi = min(tail.min(), ref), max(tail.max(), ref)
+            pad = 0.15 * (hi - lo) + 1e-3 * max(1.0, abs(ref))
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_ylabel(label)
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    if diagnostics:
+        ax = axes[-1]
+        for name in diagnostics:
+            ax.plot(steps, np.asarray(trace[name], float), lw=1.2, label=name)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("fraction")
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("step")
+    if title:
+        axes[0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _particles(family):
+    positions = np.asarray(family.positions, float)
+    weights = np.asarray(family.weights, float)
+    keep = (weights > 0) & np.all(np.isfinite(positions), axis=1)
+    return positions[keep], weights[keep]
+
+
+def plot_samples(path, target, family, title: str = "", grid: int = 200) -> bool:
+    """2-D particles (size and opacity by weight) over the target density exp(-beta U)."""
+    import jax
+    import jax.numpy as jnp
+
+    plt = _pyplot()
+    x, w = _particles(family)
+    if x.shape[0] == 0 or x.shape[1] != 2:
+        return False
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    pad = 0.1 * np.maximum(hi - lo, 1e-3)
+    lo, hi = lo - pad, hi + pad
+    gx, gy = np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid)
+    mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    log_p = np.asarray(jax.vmap(target.log_density)(jnp.asarray(mesh, family.positions.dtype)))
+    log_p = np.where(np.isfinite(log_p), log_p, -np.inf).reshape(grid, grid)
+    density = np.exp(log_p - np.max(log_p))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    filled = ax.contourf(gx, gy, density, levels=30, cmap="Blues")
+    fig.colorbar(filled, ax=ax, label=r"$e^{-\beta U}$ (max = 1)")
+    r = w / w.max()
+    order = np.argsort(r)  # heaviest on top
+    ax.scatter(
+        x[order, 0], x[order, 1], s=1 + 24 * r[order], alpha=0.15 + 0.85 * r[order],
+        c="tab:orange", edgecolors="none", label=f"{x.shape[0]} particles",
+    )
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_xlabel("$x_0$")
+    ax.set_ylabel("$x_1$")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "particles over the target density")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_marginals(path, family, title: str = "", bins: int = 80) -> bool:
+    """Weighted histograms of the first two coordinates of the particles."""
+    plt = _pyplot()
+    x, w = _particles(family)
+    if x.shape[0] == 0:
+        return False
+    coords = min(2, x.shape[1])
+    fig, axes = plt.subplots(1, coords, figsize=(4.2 * coords, 3.4), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.hist(x[:, i], bins=bins, weights=w, density=True, color="tab:blue", alpha=0.8)
+        ax.set_xlabel(f"$x_{i}$")
+        ax.set_ylabel("density")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_run(out, solution, problem, *, summary: dict, name: str) -> list[str]:
+    """Write summary.json, trace.csv and the plots of a finished run into ``out``; returns file names."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = ["summary.json", "trace.csv"]
+    write_json(out / "summary.json", summary)
+    write_trace(out / "trace.csv", solution.trace)
+    reference = summary.get("reference") or {}
+    if plot_trace(out / "free_energy.png", solution.trace, reference, title=name):
+        written.append("free_energy.png")
+    family, target = solution.family, problem.target
+    if hasattr(family, "positions") and hasattr(family, "weights"):
+        dim = np.shape(family.positions)[-1]
+        if dim == 2 and hasattr(target, "log_density"):
+            if plot_samples(out / "samples.png", target, family, title=name):
+                written.append("samples.png")
+        else:
+            if plot_marginals(out / "marginals.png", family, title=name):
+                written.append("marginals.png")
+    return written
