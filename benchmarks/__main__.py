@@ -1,0 +1,70 @@
+"""``python -m benchmarks [names...] [--quick]``: run entries, write results JSON, regenerate README tables."""
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import BENCHMARKS
+
+HERE = Path(__file__).resolve().parent
+
+
+def _ints(text):
+    return [int(v) for v in text.split(",") if v]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"entries to run (default: all of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, one seed (smoke test); results go to results/quick/, not the README")
+    parser.add_argument("--particles", type=_ints, help="comma-separated particle counts (override)")
+    parser.add_argument("--seeds", type=_ints, help="comma-separated seeds (override)")
+    parser.add_argument("--x64", action="store_true", help="run in float64 (default float32)")
+    parser.add_argument("--readme-only", action="store_true",
+                        help="only regenerate the README tables from results/*.json")
+    parser.add_argument("--out", type=Path, help="results directory (default results/, quick: results/quick/)")
+    args = parser.parse_args(argv)
+
+    from ._report import update_readme
+
+    if args.readme_only:
+        update_readme()
+        return 0
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+
+    import jax
+
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    from ._common import environment
+
+    out = args.out or (HERE / "results" / "quick" if args.quick else HERE / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        module = importlib.import_module(f".{name}", __package__)
+        print(f"[benchmarks] {name}{' (quick)' if args.quick else ''} on {jax.devices()[0]}", flush=True)
+        t0 = time.perf_counter()
+        result = module.run(
+            quick=args.quick,
+            particles=args.particles,
+            seeds=args.seeds,
+            log=lambda msg: print(msg, flush=True),
+        )
+        result = dict(name=name, quick=args.quick, total_wall_s=time.perf_counter() - t0,
+                      environment=environment(), **result)
+        path = out / f"{name}.json"
+        path.write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
+        print(f"[benchmarks] {name}: {result['total_wall_s']:.0f} s, wrote {path}", flush=True)
+    update_readme()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
