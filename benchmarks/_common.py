@@ -16,7 +16,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 FEPY_GEOMETRIES = ("wfr", "wasserstein", "fisher_rao")
-BLACKJAX_METHOD = "blackjax_tsmc_mala"
+BLACKJAX_METHOD = "blackjax_tsmc"
 
 _MODELS = {}
 
@@ -123,6 +123,8 @@ def run_fepy(model, config: dict, seed: int) -> dict:
     trace = sol.trace
     if "resampled" in trace:
         record["resample_rate"] = float(np.mean(trace["resampled"]))
+    if problem.solver.move is not None:
+        record["move"] = type(problem.solver.move).__name__
     if "acceptance" in trace and problem.solver.moves_per_step > 0:
         record["final_acceptance"] = float(trace["acceptance"][-1])
         record["final_step_size"] = float(trace["step_size"][-1])
@@ -148,20 +150,23 @@ def lambda_grid(problem) -> np.ndarray:
 
 
 class BlackJAXTemperedSMC:
-    r"""BlackJAX 1.7 tempered SMC with MALA moves on the problem's target and base.
+    r"""BlackJAX 1.7 tempered SMC on the problem's target and base, with the fepy move's kernel.
 
     ``blackjax.smc.tempered.build_kernel`` with ``logprior = base.log_prob`` and
     ``loglikelihood = target.log_density - base.log_prob``, so it anneals
     :math:`q_0^{1-\lambda} p^\lambda`, the path of the fepy solvers, on the same
-    :math:`\lambda_k` grid, with the same number of MALA steps per level, the same
-    initial step size and (if the fepy move adapts) the same step-size rule
-    :math:`h \leftarrow h\,e^{(\bar a - a^*)/2}` driven by the mean acceptance.
-    Systematic resampling at every level (BlackJAX's tempered SMC has no ESS trigger).
-    log Z is the sum of ``info.log_likelihood_increment``.
+    :math:`\lambda_k` grid, with the same number of MCMC steps per level, the same
+    kernel (``blackjax.mala`` for `fepy.MALA`; ``blackjax.hmc`` with unit mass and the
+    same number of leapfrog steps for `fepy.HMC`), the same initial step size and (if
+    the fepy move adapts) the same step-size rule :math:`h \leftarrow h\,e^{(\bar a - a^*)/2}`,
+    driven by the mean acceptance of the level. Systematic resampling at every level
+    (BlackJAX's tempered SMC has no ESS trigger). log Z is the sum of
+    ``info.log_likelihood_increment``.
 
-    Per level BlackJAX evaluates, for every particle: ``mala.init`` (value + gradient
-    at the resampled position), ``num_mcmc_steps`` MALA proposals (value + gradient)
-    and the incremental weight (value only, no gradient).
+    Per level BlackJAX evaluates, for every particle: the kernel's ``init`` (value +
+    gradient at the resampled position), ``num_mcmc_steps`` moves (value + gradient,
+    once per MALA step, ``num_steps`` times per HMC step) and the incremental weight
+    (value only, no gradient).
     """
 
     def __init__(self, problem):
@@ -178,16 +183,28 @@ class BlackJAXTemperedSMC:
         self.lambdas = jnp.asarray(lambda_grid(problem), problem.family.positions.dtype)
         target, base = problem.target, problem.family.base
         self.target, self.base = target, base
+        dim, dtype = problem.family.dim, problem.family.positions.dtype
+        kind = type(move).__name__
+        if kind == "MALA":
+            step_fn, init_fn = blackjax.mala.build_kernel(), blackjax.mala.init
+            self.kernel_name, self.evals_per_move, extra = "mala", 1, {}
+        elif kind == "HMC":
+            hmc_kernel = blackjax.hmc.build_kernel()
+            leapfrog = int(move.num_steps)
+
+            def step_fn(rng_key, state, logdensity_fn, step_size):
+                return hmc_kernel(rng_key, state, logdensity_fn, step_size, jnp.ones(dim, dtype), leapfrog)
+
+            init_fn = blackjax.hmc.init
+            self.kernel_name, self.evals_per_move = f"hmc(L={leapfrog})", leapfrog
+        else:
+            raise NotImplementedError(f"no BlackJAX counterpart for the fepy move {kind}")
 
         def loglikelihood(x):
             return target.log_density(x) - base.log_prob(x)
 
         kernel = tempered.build_kernel(
-            base.log_prob,
-            loglikelihood,
-            blackjax.mala.build_kernel(),
-            blackjax.mala.init,
-            resampling.systematic,
+            base.log_prob, loglikelihood, step_fn, init_fn, resampling.systematic
         )
         num_mcmc_steps, target_acc = self.num_mcmc_steps, self.target_acceptance
 
@@ -224,10 +241,11 @@ class BlackJAXTemperedSMC:
             log_z=float(log_z),
             log_z_stderr=float("nan"),
             ess_fraction=float(fepy.kish_ess(log_w)) / n,
-            energy_grad_evals=n * s * (m + 1),
+            energy_grad_evals=n * s * (1 + m * self.evals_per_move),
             energy_value_evals=n * s,
             wall_s=wall,
             resample_rate=1.0,
+            move=self.kernel_name,
             final_acceptance=float(acc[-1]),
             final_step_size=float(hs[-1]),
         )
@@ -339,6 +357,8 @@ def log_z_benchmark(
             overrides=config,
             model_defaults=_jsonable(getattr(model, "DEFAULTS", {})),
             steps=solver.steps,
+            move=type(solver.solver.move).__name__,
+            leapfrog_steps=getattr(solver.solver.move, "num_steps", None),
             moves_per_step=int(solver.solver.moves_per_step),
             step_size=float(solver.solver.move.step_size),
             target_acceptance=solver.solver.move.target_acceptance,
@@ -346,9 +366,10 @@ def log_z_benchmark(
             fepy_resample_threshold=float(solver.solver.resample_threshold),
             schedule=repr(solver.solver.schedule),
             blackjax=dict(
-                algorithm="blackjax.smc.tempered (tempered_smc), mala kernel, systematic resampling every level",
-                lambdas="same fixed grid as fepy",
-                step_size_adaptation="same rule as fepy MALA (mean acceptance -> target)",
+                algorithm="blackjax.smc.tempered (tempered_smc), systematic resampling every level",
+                kernel=BlackJAXTemperedSMC(solver).kernel_name,
+            lambdas="same fixed grid as fepy",
+                step_size_adaptation="same rule as the fepy move (mean acceptance -> target)",
             ),
         ),
         rows=rows,

@@ -36,6 +36,11 @@ def environment_line(env: dict) -> str:
     )
 
 
+def _move(cfg: dict) -> str:
+    move = cfg.get("move", "MALA")
+    return f"{move} (L={cfg['leapfrog_steps']})" if cfg.get("leapfrog_steps") else move
+
+
 def table(result: dict) -> str:
     rows = result["rows"]
     has_modes = any("modes_mean" in r for r in rows)
@@ -68,8 +73,8 @@ def table(result: dict) -> str:
             )
         lines.append("| " + " | ".join(cells) + " |")
     title = (
-        f"### `{result['name']}`: {cfg.get('steps')} steps, {cfg.get('moves_per_step')} MALA step(s) "
-        f"per level, {cfg.get('islands')} islands, reference log Z = {result['reference_log_z']:.6g}, "
+        f"### `{result['name']}`: {cfg.get('steps')} steps, {cfg.get('moves_per_step')} {_move(cfg)} "
+        f"move(s) per level, {cfg.get('islands')} islands, reference log Z = {result['reference_log_z']:.6g}, "
         f"seeds {cfg.get('seeds')}"
     )
     return "\n".join([title, "", environment_line(result["environment"]), "", *lines])
