@@ -3,6 +3,7 @@
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     for name in names:
         module = importlib.import_module(f".{name}", __package__)
         print(f"[benchmarks] {name}{' (quick)' if args.quick else ''} on {jax.devices()[0]}", flush=True)
-        t0 = time.perf_counter()
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
         result = module.run(
             quick=args.quick,
             particles=args.particles,
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
             log=lambda msg: print(msg, flush=True),
         )
         result = dict(name=name, quick=args.quick, total_wall_s=time.perf_counter() - t0,
-                      environment=environment(), **result)
+                      load_average_1min_start=load0, environment=environment(), **result)
         path = out / f"{name}.json"
         path.write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
         print(f"[benchmarks] {name}: {result['total_wall_s']:.0f} s, wrote {path}", flush=True)

@@ -83,6 +83,7 @@ def environment() -> dict:
             equinox=_version("equinox"),
             numpy=np.__version__,
         ),
+        load_average_1min=os.getloadavg()[0],  # > cpu_count: other processes competed for the CPU
         git_commit=_git("rev-parse", "HEAD"),
         # uncommitted changes to fepy/ or models/ at run time (the figures may not match HEAD)
         git_dirty_core=bool(status),
@@ -278,6 +279,7 @@ def _aggregate(method, n, warmup, runs, log_z_ref) -> dict:
         reported_stderr_mean=float(np.mean([r["log_z_stderr"] for r in runs])),
         wall_mean_s=wall_mean,
         wall_sd_s=wall_sd,
+        wall_min_s=float(min(r["wall_s"] for r in runs)),
         # first call (compile + one run) minus the mean of the timed runs
         compile_s=warmup["wall_s"] - wall_mean,
         energy_grad_evals=runs[0]["energy_grad_evals"],

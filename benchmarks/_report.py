@@ -23,7 +23,7 @@ def _evals(x):
     return f"{x / 1e6:.3g} M" if x >= 1e6 else f"{x / 1e3:.3g} k"
 
 
-def environment_line(env: dict) -> str:
+def environment_line(env: dict, load_start=None) -> str:
     v = env["versions"]
     dirty = " (fepy/models had uncommitted changes)" if env.get("git_dirty_core") else ""
     commit = (env.get("git_commit") or "unknown")[:10]
@@ -32,13 +32,21 @@ def environment_line(env: dict) -> str:
         f"CPU: {env['cpu']}, {env['cpu_count']} cores; "
         f"{'float64' if env['x64'] else 'float32'}; "
         f"jax {v['jax']}, fepy {v['fepy']}, blackjax {v['blackjax']}, python {v['python']}; "
-        f"{env['date']}; commit {commit}{dirty}."
+        f"{env['date']}; commit {commit}{dirty}{_load(env, load_start)}."
     )
 
 
 def _move(cfg: dict) -> str:
     move = cfg.get("move", "MALA")
     return f"{move} (L={cfg['leapfrog_steps']})" if cfg.get("leapfrog_steps") else move
+
+
+def _load(env: dict, start=None) -> str:
+    loads = [x for x in (start, env.get("load_average_1min")) if x is not None]
+    if not loads or max(loads) <= env["cpu_count"]:
+        return ""
+    return (f"; **1-min CPU load average up to {max(loads):.1f} on {env['cpu_count']} cores "
+            f"(other processes running): timings are contended**")
 
 
 def table(result: dict) -> str:
@@ -77,7 +85,7 @@ def table(result: dict) -> str:
         f"move(s) per level, {cfg.get('islands')} islands, reference log Z = {result['reference_log_z']:.6g}, "
         f"seeds {cfg.get('seeds')}"
     )
-    return "\n".join([title, "", environment_line(result["environment"]), "", *lines])
+    return "\n".join([title, "", environment_line(result["environment"], result.get("load_average_1min_start")), "", *lines])
 
 
 def generated_section(results_dir: Path = RESULTS) -> str:
