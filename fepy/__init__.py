@@ -7,6 +7,7 @@ from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
 from .families import Particles as Particles
 from .solvers import (
+    HMC as HMC,
     MALA as MALA,
     SVGD as SVGD,
     ULA as ULA,

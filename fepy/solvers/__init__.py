@@ -1,5 +1,5 @@
 from ._base import AbstractSolver as AbstractSolver
-from .moves import MALA as MALA, SVGD as SVGD, ULA as ULA, AbstractMove as AbstractMove
+from .moves import HMC as HMC, MALA as MALA, SVGD as SVGD, ULA as ULA, AbstractMove as AbstractMove
 from .particle_flows import (
     FisherRao as FisherRao,
     ParticleState as ParticleState,

@@ -179,7 +179,7 @@ class _AbstractParticleFlow(AbstractSolver):
             acceptance = jnp.mean(island_accept)
             if self.move.target_acceptance is not None:
                 step_size = step_size * jnp.exp(0.5 * (island_accept - self.move.target_acceptance))
-            evals = evals + family.n * self.moves_per_step
+            evals = evals + family.n * self.moves_per_step * self.move.evaluations
 
         new_family = eqx.tree_at(lambda f: (f.positions, f.log_weights), family, (points.x, log_w))
         new_state = ParticleState(
