@@ -49,7 +49,7 @@ class ParticleState(eqx.Module):
     points: Point  # cached log densities and gradients at the positions
     log_z_islands: Float[Array, " islands"]  # log Z collected at resampling events
     step_size: Float[Array, " islands"]
-    energy_evals: Int[Array, ""]  # energy-and-gradient evaluations so far, all particles
+    energy_evals: Float[Array, ""]  # energy-and-gradient evaluations so far, all particles (float: no int32 overflow)
 
 
 def _evaluator(target: Energy, base):
@@ -122,7 +122,7 @@ class _AbstractParticleFlow(AbstractSolver):
             points=points,
             log_z_islands=jnp.zeros(self.islands, dtype),
             step_size=jnp.full(self.islands, step_size, dtype),
-            energy_evals=jnp.asarray(family.n, jnp.int32),
+            energy_evals=jnp.asarray(family.n, dtype),
         )
 
     def step(self, target: Energy, family: Particles, state: ParticleState, key):
