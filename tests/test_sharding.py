@@ -1,0 +1,77 @@
+"""The particle axis sharded over 4 (forced host) devices gives the same run as one device.
+
+JAX fixes its device count at start-up, so the check runs in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` and reports JSON.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+    import numpyro.distributions as dist
+    import fepy
+
+    class Gauss(fepy.Energy):
+        mean: jax.Array
+        beta: float = 1.0
+        dim: int = 2
+
+        def energy(self, x):
+            return 0.5 * jnp.sum((x - self.mean) ** 2 / jnp.array([1.0, 0.5]))
+
+    assert jax.local_device_count() == 4, jax.devices()
+    target = Gauss(jnp.array([1.0, -0.5]))
+    base = dist.Normal(jnp.zeros(2), 2.0).to_event(1)
+    fam = fepy.Particles.from_base(base, 512, key=jax.random.key(0))
+    solver = fepy.WassersteinFisherRao(schedule=fepy.Power(20, 2.0), move=fepy.MALA(0.3), islands=8)
+    out = {}
+    for shard in (True, False):
+        sol = fepy.minimize(target, fam, solver, steps=20, key=jax.random.key(1), shard=shard)
+        out[shard] = sol
+    s, u = out[True], out[False]
+    xs, xu = np.asarray(s.family.positions), np.asarray(u.family.positions)
+    print(json.dumps(dict(
+        devices=jax.local_device_count(),
+        sharded_devices=len(s.family.positions.sharding.device_set),
+        sharded_weight_devices=len(s.family.log_weights.sharding.device_set),
+        unsharded_devices=len(u.family.positions.sharding.device_set),
+        log_z=[s.summary["log_z"], u.summary["log_z"]],
+        log_z_stderr=s.summary["log_z_stderr"],
+        max_position_diff=float(np.max(np.abs(xs - xu))),
+        max_log_weight_diff=float(np.max(np.abs(
+            np.asarray(s.family.log_weights) - np.asarray(u.family.log_weights)))),
+        bitwise=bool(np.array_equal(xs, xu)),
+        trace_log_z_diff=float(np.max(np.abs(s.trace["log_z"] - u.trace["log_z"]))),
+    )))
+    """
+)
+
+
+def test_sharded_run_equals_single_device():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(res)
+    assert res["devices"] == 4
+    assert res["sharded_devices"] == 4, res  # the particle axis really is split
+    assert res["sharded_weight_devices"] == 4, res
+    assert res["unsharded_devices"] == 1, res
+    lz_s, lz_u = res["log_z"]
+    assert abs(lz_s - lz_u) <= 1e-10, res
+    assert res["max_position_diff"] <= 1e-10, res
+    assert res["max_log_weight_diff"] <= 1e-10, res
+    assert res["trace_log_z_diff"] <= 1e-10, res
