@@ -131,8 +131,9 @@ def plot_samples(path, target, family, title: str = "", grid: int = 200) -> bool
     x, w = _particles(family)
     if x.shape[0] == 0 or x.shape[1] != 2:
         return False
-    lo, hi = x.min(axis=0), x.max(axis=0)
-    pad = 0.1 * np.maximum(hi - lo, 1e-3)
+    heavy = x[w >= 1e-3 * w.max()]  # the grid covers the particles that carry the weight
+    lo, hi = heavy.min(axis=0), heavy.max(axis=0)
+    pad = 0.15 * np.maximum(hi - lo, 1e-3)
     lo, hi = lo - pad, hi + pad
     gx, gy = np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid)
     mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
@@ -140,14 +141,18 @@ def plot_samples(path, target, family, title: str = "", grid: int = 200) -> bool
     log_p = np.where(np.isfinite(log_p), log_p, -np.inf).reshape(grid, grid)
     density = np.exp(log_p - np.max(log_p))
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    filled = ax.contourf(gx, gy, density, levels=30, cmap="Blues")
-    fig.colorbar(filled, ax=ax, label=r"$e^{-\beta U}$ (max = 1)")
-    r = w / w.max()
+    image = ax.imshow(
+        density, extent=(lo[0], hi[0], lo[1], hi[1]), origin="lower", aspect="auto",
+        cmap="Greys", vmin=0, vmax=1, interpolation="bilinear",
+    )
+    fig.colorbar(image, ax=ax, label=r"target $e^{-\beta U}$ (max = 1)")
+    r = np.clip(0.5 * w * len(w) / w.sum(), 0.0, 1.0)  # 0.5 at the mean weight
     order = np.argsort(r)  # heaviest on top
     ax.scatter(
-        x[order, 0], x[order, 1], s=1 + 24 * r[order], alpha=0.15 + 0.85 * r[order],
-        c="tab:orange", edgecolors="none", label=f"{x.shape[0]} particles",
+        x[order, 0], x[order, 1], s=1 + 14 * r[order], alpha=0.1 + 0.7 * r[order],
+        c="tab:orange", edgecolors="none", label=f"{x.shape[0]} particles (size, opacity: weight)",
     )
+    ax.contour(gx, gy, density, levels=[0.05, 0.25, 0.5, 0.75], colors="k", linewidths=0.6)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_xlabel("$x_0$")
