@@ -221,3 +221,22 @@ def test_zero_steps_returns_start():
     assert sol.steps == 0 and sol.trace == {}
     np.testing.assert_array_equal(sol.family.positions, fam.positions)
     assert np.isnan(sol.summary["log_z"])  # lambda = 0 never reached 1
+
+
+def test_one_dead_island_does_not_poison_the_run():
+    """Every particle of island 0 starts in the NaN region: that island's Z estimate is 0
+    (a valid unbiased estimate), the other islands carry on, and all summaries stay finite."""
+    import equinox as eqx
+
+    base = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
+    fam = fepy.Particles.from_base(base, 1024, key=jax.random.key(0))
+    fam = eqx.tree_at(lambda f: f.positions, fam, fam.positions.at[:64, 0].set(5.0))
+    solver = fepy.WassersteinFisherRao(
+        schedule=fepy.Linear(20), move=fepy.MALA(0.3), islands=16, resample_threshold=0.5
+    )
+    sol = fepy.minimize(HoleyGaussian(cut=2.0), fam, solver, steps=20, key=jax.random.key(1))
+    assert sol.trace["dropped"][0] >= 64
+    assert np.all(np.asarray(sol.family.weights[:64]) == 0.0)
+    for name in ("log_z", "log_z_stderr", "energy", "ess", "free_energy"):
+        assert np.isfinite(sol.summary[name]), name
+    assert np.all(np.isfinite(sol.trace["ess_fraction"]))

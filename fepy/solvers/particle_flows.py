@@ -137,7 +137,8 @@ class _AbstractParticleFlow(AbstractSolver):
         # 1. reweight along the path (Fisher-Rao part; the Jarzynski work of the move part)
         log_w = family.log_weights + (lam_next - state.lam) * work
         log_w = jnp.where(points.is_finite(), log_w, -jnp.inf)
-        ess_fraction = jnp.mean(kish_ess(_split(log_w, self.islands))) * self.islands / family.n
+        island_ess = jnp.nan_to_num(kish_ess(_split(log_w, self.islands)))  # dead island: 0
+        ess_fraction = jnp.mean(island_ess) * self.islands / family.n
 
         # 2. resample islands whose ESS fell below the threshold (birth-death of mass)
         resampled = jnp.zeros(self.islands, bool)
@@ -205,7 +206,8 @@ class _AbstractParticleFlow(AbstractSolver):
         """Island log Z estimates and every particle's log-weight in the pooled ensemble."""
         log_w = family.log_weights.reshape(self.islands, -1)
         log_z_islands = state.log_z_islands + log_mean_exp(log_w)
-        pooled = log_z_islands[:, None] + jax.nn.log_softmax(log_w, axis=1)
+        # = log_z_islands + log_softmax(log_w), but finite where an island lost every particle
+        pooled = state.log_z_islands[:, None] + log_w - jnp.log(log_w.shape[1])
         return log_z_islands, pooled.reshape(-1)
 
     def _observables(self, target: Energy, family: Particles, state: ParticleState):
