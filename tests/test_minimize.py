@@ -240,3 +240,56 @@ def test_one_dead_island_does_not_poison_the_run():
     for name in ("log_z", "log_z_stderr", "energy", "ess", "free_energy"):
         assert np.isfinite(sol.summary[name]), name
     assert np.all(np.isfinite(sol.trace["ess_fraction"]))
+
+
+_RESUME_SCRIPT = """
+import hashlib, json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np, numpyro.distributions as dist
+import fepy
+
+class Quadratic(fepy.Energy):
+    beta: float = 1.0
+    dim: int = 2
+    def energy(self, x):
+        return 0.5 * jnp.sum((x - jnp.array([1.0, -0.5])) ** 2 / jnp.array([1.0, 0.5]))
+
+mode, directory = sys.argv[1], sys.argv[2]
+# loc != scale, and a MultivariateNormal too: a swapped or misordered leaf would show
+base = dist.MultivariateNormal(jnp.array([0.5, -0.2]), jnp.array([[4.0, 0.3], [0.3, 2.0]]))
+fam = fepy.Particles.from_base(base, 128, key=jax.random.key(0))
+solver = fepy.WassersteinFisherRao(schedule=fepy.Power(30, 2.0), move=fepy.MALA(0.3), islands=4)
+key = jax.random.key(9)
+if mode == "write":
+    fepy.minimize(Quadratic(), fam, solver, steps=20, key=key,
+                  callbacks=[fepy.Checkpoint(directory, every=20)])
+    sol = fepy.minimize(Quadratic(), fam, solver, steps=40, key=key)
+else:
+    sol = fepy.minimize(Quadratic(), fam, solver, steps=40, key=key, resume=directory)
+digest = hashlib.sha256(np.asarray(sol.family.positions).tobytes()
+                        + np.asarray(sol.family.log_weights).tobytes()
+                        + np.asarray(sol.trace["log_z"]).tobytes()).hexdigest()
+print(json.dumps({"digest": digest, "log_z": sol.summary["log_z"]}))
+"""
+
+
+def test_resume_in_another_process_with_another_hash_seed(tmp_path):
+    """A checkpoint written by one process resumes bitwise in another whose PYTHONHASHSEED
+    differs (pytree leaf orders that depend on set/dict hashing would break this)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = {}
+    for mode, seed in (("write", "1"), ("resume", "2")):
+        env = dict(os.environ, PYTHONHASHSEED=seed, JAX_PLATFORMS="cpu")
+        proc = subprocess.run(
+            [sys.executable, "-c", _RESUME_SCRIPT, mode, str(tmp_path / "ckpt")],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert np.isfinite(out["write"]["log_z"])
+    assert out["resume"] == out["write"]
