@@ -415,3 +415,22 @@ def test_free_energy_trace_is_variational_bound_and_decreases(gauss2d, base2d):
     # it starts well above the bound (KL(q0 || p) > 0) and ends on it
     assert f_trace[0] - minus_t_log_z > 1.0
     assert abs(sol.summary["free_energy"] - minus_t_log_z) <= 4 * sol.summary["log_z_stderr"] + 0.01
+
+
+def test_log_z_stderr_is_calibrated():
+    """Over R = 24 seeds, sum_r ((log Zhat_r - log Z) / SE_r)^2 ~ chi^2_24 if the reported
+    SE is right: it must lie in the central 99.8% interval [8.1, 51.2] (the lower end
+    catches an SE that is far too large, the upper one an SE too small or a bias)."""
+    from scipy.stats import chi2
+
+    target = gaussian_energy(M_PI, C_PI)
+    base = dist.Normal(jnp.zeros(2), 2.5).to_event(1)
+    solver = fepy.WassersteinFisherRao(schedule=fepy.Power(30, 4.0), move=fepy.MALA(0.3))
+    z = []
+    for seed in range(24):
+        fam = fepy.Particles.from_base(base, 512, key=jax.random.key(100 + seed))
+        sol = fepy.minimize(target, fam, solver, steps=30, key=jax.random.key(200 + seed))
+        z.append((sol.summary["log_z"] - target.log_z()) / sol.summary["log_z_stderr"])
+    stat = float(np.sum(np.square(z)))
+    print(f"sum z^2 = {stat:.2f} over 24 seeds, mean z = {np.mean(z):.2f}")
+    assert chi2.ppf(0.001, 24) <= stat <= chi2.ppf(0.999, 24), (stat, z)
