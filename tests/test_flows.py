@@ -320,8 +320,7 @@ def test_wfr_power_schedule_gaussian_log_z(beta):
     assert_log_z(sol, target.log_z(), max_stderr=0.05)
     # F = -T log Z at lambda = 1, with its SE
     np.testing.assert_allclose(sol.summary["free_energy"], -sol.summary["log_z"] / beta, rtol=1e-12)
-    # the energy is E_p[U] = d / (2 beta) for a Gaussian
-    _, _, se_m, _ = weighted_moments(sol.family.positions, sol.family.log_weights)
+    # the energy is E_p[U] = d / (2 beta) for a Gaussian; 0.1 T covers SE ~ 1/sqrt(ESS)
     assert abs(sol.summary["energy"] - 1.0 / beta) < 0.1 / beta
 
 
