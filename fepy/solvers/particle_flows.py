@@ -192,6 +192,8 @@ class _AbstractParticleFlow(AbstractSolver):
             energy_evals=evals,
         )
         stats = self._observables(target, new_family, new_state)
+        if self.islands == 1:  # one island: no spread to take a standard error from
+            del stats["log_z_stderr"]
         stats.update(
             ess_fraction=ess_fraction,
             resampled=jnp.mean(resampled.astype(ess_fraction.dtype)),
