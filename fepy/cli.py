@@ -287,15 +287,17 @@ def _run(args) -> int:
     if not args.no_progress:
         callbacks.append(fepy.ProgressBar())
     callbacks.append(fepy.Checkpoint(str(out / CHECKPOINT_DIR), every=every))
-    t0 = time.perf_counter()
+    started_at, t0 = time.time(), time.perf_counter()
     try:
         solution = fepy.minimize(
             problem.target, problem.family, problem.solver, steps=steps, key=minimize_key(seed),
             callbacks=callbacks, resume=str(out / CHECKPOINT_DIR) if resuming else None,
         )
     except fepy.NonFiniteError as e:
-        return _fail(f"the run broke down at {e}; the last checkpoint is in "
-                     f"{out / CHECKPOINT_DIR}", RUN_ERROR)
+        meta = out / CHECKPOINT_DIR / "checkpoint.json"
+        saved = meta.is_file() and meta.stat().st_mtime >= started_at
+        where = f"; the last checkpoint is in {out / CHECKPOINT_DIR}" if saved else ""
+        return _fail(f"the run broke down at {e}{where}", RUN_ERROR)
     except (ValueError, TypeError, FileNotFoundError) as e:
         if Started.started:
             raise

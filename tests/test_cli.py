@@ -215,7 +215,12 @@ BAD_INPUTS = [
     "missing file", "no build", "unknown key", "bad value", "bad float value", "nan temperature",
     "negative temperature", "zero temperature", "shape mismatch", "resume without run",
     "resume with other --set", "resume with other --steps", "resume with other --seed",
+    "nan energy",
 ]
+NAN_ENERGY = GAUSS3.replace("DIM", "3").replace(
+    "return 0.5 * jnp.sum((x - 1.0) ** 2)", "return jnp.where(x[0] > -1e9, jnp.nan, 0.0)"
+)
+assert "jnp.nan" in NAN_ENERGY
 
 
 def _bad_inputs(tmp: Path, run: Path) -> dict:
@@ -239,6 +244,11 @@ def _bad_inputs(tmp: Path, run: Path) -> dict:
         ),
         "resume with other --steps": (["run", dw, "--resume", run, "--steps", "40"], "conflicts"),
         "resume with other --seed": (["run", dw, "--resume", run, "--seed", "1"], "conflicts"),
+        # not wrong input but a run that breaks down: exit status 3, the step named
+        "nan energy": (
+            ["run", write_model(tmp, "nan_energy", NAN_ENERGY), "--no-progress"],
+            "the run broke down at step 1: energy is nan",
+        ),
     }
 
 
@@ -266,7 +276,7 @@ def bad_input_results(tmp_path_factory, runs):
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_and_exit_2(case, bad_input_results):
     code, stdout, stderr, expected = bad_input_results[case]
-    assert code == 2, stderr
+    assert code == (3 if case == "nan energy" else 2), stderr
     assert "Traceback" not in stderr
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("fepy: error: "), stderr
