@@ -254,8 +254,6 @@ def _build(model, config: dict, path):
 
 
 def _run(args) -> int:
-    import jax
-
     import fepy
 
     from ._output import write_json, write_run
