@@ -1,5 +1,6 @@
 """`fepy.minimize`: the one loop that drives every solver."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +67,13 @@ def _first_nonfinite(stats: dict[str, np.ndarray], start: int) -> str | None:
     return None
 
 
-def _chunk_end(step: int, steps: int, chunk_size: int, callbacks) -> int:
-    ends = [steps, (step // chunk_size + 1) * chunk_size]
-    ends += [(step // cb.every + 1) * cb.every for cb in callbacks if cb.every]
-    return min(ends)
+def _chunk_length(chunk_size: int, callbacks) -> int:
+    """Steps per jitted chunk: divides ``chunk_size`` and every callback's ``every``.
+
+    All chunks but a final partial one then have one length, so the scan compiles once
+    (twice at most), while every callback still runs exactly at its multiples.
+    """
+    return math.gcd(chunk_size, *(cb.every for cb in callbacks if cb.every))
 
 
 def minimize(
@@ -95,7 +99,8 @@ def minimize(
         key: a JAX PRNG key; step ``k`` uses ``fold_in(key, k)``, so results do not
             depend on chunking, checkpointing or resuming.
         callbacks: `fepy.ProgressBar`, `fepy.Checkpoint`, ... run between chunks.
-        chunk_size: steps per jitted ``lax.scan`` call (callbacks run in between).
+        chunk_size: steps per jitted ``lax.scan`` call, reduced to divide each
+            callback's ``every``; callbacks run in between.
         resume: a checkpoint directory to continue from (written by `fepy.Checkpoint`
             with the same target, family, solver and key).
         shard: place the batch axis of the family on all local devices when there is
@@ -122,11 +127,12 @@ def minimize(
         if step > steps:
             raise ValueError(f"checkpoint in {resume} is at step {step}, beyond steps={steps}")
         trace = {name: values[:step] for name, values in trace.items()}
+    length = _chunk_length(chunk_size, callbacks)
     for cb in callbacks:
         cb.start(step, steps)
     try:
         while step < steps:
-            end = _chunk_end(step, steps, chunk_size, callbacks)
+            end = min(steps, (step // length + 1) * length)
             family, state, stats = _run_chunk(
                 solver, target, family, state, loop_key, jnp.asarray(step), end - step
             )
