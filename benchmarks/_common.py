@@ -1,7 +1,6 @@
 """Shared machinery of the benchmark entries: environment, model loading, timing, BlackJAX baseline."""
 
 import datetime
-import importlib.util
 import math
 import os
 import platform
@@ -14,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import fepy.cli
+
 REPO = Path(__file__).resolve().parent.parent
 FEPY_GEOMETRIES = ("wfr", "wasserstein", "fisher_rao")
 BLACKJAX_METHOD = "blackjax_tsmc"
@@ -24,11 +25,7 @@ _MODELS = {}
 def load_model(name: str):
     """Import ``models/<name>.py`` (models/ is not a package), once per process."""
     if name not in _MODELS:
-        path = REPO / "models" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"_bench_model_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _MODELS[name] = module
+        _MODELS[name] = fepy.cli.load_model(REPO / "models" / f"{name}.py")
     return _MODELS[name]
 
 

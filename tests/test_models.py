@@ -1,6 +1,5 @@
 """The model files against their exact references (log Z by quadrature or by construction)."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -9,16 +8,14 @@ import numpy as np
 import pytest
 
 import fepy
+from fepy.cli import load_model
 
 jax.config.update("jax_enable_x64", True)
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, MODELS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_model(MODELS / f"{name}.py")
 
 
 def run(module, seed=0, **config):
