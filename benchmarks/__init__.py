@@ -1,8 +1,15 @@
 """fepy benchmarks: ``python -m benchmarks [names...] [--quick]``.
 
-Each entry is a module ``benchmarks/<name>.py`` with ``run(quick=..., particles=..., seeds=...)``
-returning a JSON-able dict; the runner adds the environment, writes
-``benchmarks/results/<name>.json`` and regenerates the tables in ``benchmarks/README.md``.
+Each entry names a model file whose log Z error, wall time and energy evaluations are
+measured versus the number of particles, for every fepy geometry and BlackJAX's tempered
+SMC side by side (`benchmarks._common.log_z_benchmark`). The runner adds the environment,
+writes ``benchmarks/results/<name>.json`` and regenerates the tables in
+``benchmarks/README.md``.
 """
 
-BENCHMARKS = ("gmm40", "many_well")
+# entry -> particle counts (divisible by the models' islands) and seeds of a full run
+BENCHMARKS = {
+    "gmm40": dict(particles=[1024, 3072, 10240], seeds=[0, 1, 2]),
+    "many_well": dict(particles=[1024, 3072, 10240], seeds=[0, 1, 2]),
+}
+QUICK = dict(particles=[256], seeds=[0])

@@ -1,14 +1,13 @@
 """``python -m benchmarks [names...] [--quick]``: run entries, write results JSON, regenerate README tables."""
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from . import BENCHMARKS
+from . import BENCHMARKS, QUICK
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,18 +43,18 @@ def main(argv=None) -> int:
 
     if args.x64:
         jax.config.update("jax_enable_x64", True)
-    from ._common import environment
+    from ._common import environment, log_z_benchmark
 
     out = args.out or (HERE / "results" / "quick" if args.quick else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        module = importlib.import_module(f".{name}", __package__)
+        sizes = QUICK if args.quick else BENCHMARKS[name]
         print(f"[benchmarks] {name}{' (quick)' if args.quick else ''} on {jax.devices()[0]}", flush=True)
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
-        result = module.run(
-            quick=args.quick,
-            particles=args.particles,
-            seeds=args.seeds,
+        result = log_z_benchmark(
+            name,
+            particles=args.particles or sizes["particles"],
+            seeds=args.seeds or sizes["seeds"],
             log=lambda msg: print(msg, flush=True),
         )
         result = dict(name=name, quick=args.quick, total_wall_s=time.perf_counter() - t0,
