@@ -213,6 +213,9 @@ class _AbstractParticleFlow(AbstractSolver):
         return log_z_islands, pooled.reshape(-1)
 
     def _observables(self, target: Energy, family: Particles, state: ParticleState):
+        """Estimates at the current level: ``log_z`` estimates log(Z_lambda / Z_lambda0), so
+        it is 0 throughout a run without annealing (``Constant``), and log Z once an
+        annealing from 0 reaches 1; ``free_energy`` is F[gamma_lambda]; ``energy`` is E[U]."""
         log_z_islands, pooled = self._global_log_weights(family, state)
         log_z, log_z_stderr = log_z_and_stderr(log_z_islands)
         w = jax.nn.softmax(pooled)
