@@ -69,7 +69,6 @@ def test_many_well_two_copies_log_z():
     assert abs(sol.log_z - exact) < 5 * sol.log_z_stderr + 0.01
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 def test_gmm40_acceptance_wfr_1e4_particles(seed):
     gmm40 = load("gmm40")
@@ -79,7 +78,6 @@ def test_gmm40_acceptance_wfr_1e4_particles(seed):
     assert abs(sol.log_z - gmm40.REFERENCE["log_z"]) < 0.05
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 def test_many_well_acceptance_wfr(seed):
     many_well = load("many_well")
