@@ -29,7 +29,7 @@ class Solution:
         state: the final solver state.
         trace: per-step statistics by name, each a NumPy array of length ``steps``.
         summary: final estimates by name (``log_z``, ``log_z_stderr``, ``free_energy``,
-            ``energy``, ``ess``, ...) as Python floats; NaN where the solver cannot
+            ``energy``, ``ess``, ...) as Python numbers; NaN where the solver cannot
             estimate them (e.g. log Z without an annealing schedule from 0 to 1).
         steps: number of steps taken.
     """
@@ -150,5 +150,5 @@ def minimize(
     finally:
         for cb in callbacks:
             cb.close()
-    summary = {name: float(v) for name, v in solver.summary(target, family, state).items()}
+    summary = {name: np.asarray(v).item() for name, v in solver.summary(target, family, state).items()}
     return Solution(family=family, state=state, trace=trace, summary=summary, steps=step, key=key)

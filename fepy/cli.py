@@ -250,6 +250,12 @@ def _build(model, config: dict, path):
     for attr in ("target", "family", "solver", "steps"):
         if not hasattr(problem, attr):
             raise UsageError(f"model {path}: build(config) must return a fepy.Problem")
+    import jax
+
+    try:  # the solver's own checks (dims, islands, ...), traced only: nothing is computed
+        jax.eval_shape(lambda: problem.solver.init(problem.target, problem.family, jax.random.key(0)))
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"model {path}: {e}") from e
     return problem
 
 
@@ -275,15 +281,7 @@ def _run(args) -> int:
     write_json(out / CONFIG_FILE, dict(model=name, model_path=str(model_path), config=config,
                                        seed=seed, steps=steps))
 
-    class Started(fepy.Callback):  # tells input errors (before the loop) from failures in it
-        started = False
-
-        def start(self, step, steps):
-            Started.started = True
-
-    callbacks = [Started()]
-    if not args.no_progress:
-        callbacks.append(fepy.ProgressBar())
+    callbacks = [] if args.no_progress else [fepy.ProgressBar()]
     callbacks.append(fepy.Checkpoint(str(out / CHECKPOINT_DIR), every=every))
     started_at, t0 = time.time(), time.perf_counter()
     try:
@@ -296,10 +294,6 @@ def _run(args) -> int:
         saved = meta.is_file() and meta.stat().st_mtime >= started_at
         where = f"; the last checkpoint is in {out / CHECKPOINT_DIR}" if saved else ""
         return _fail(f"the run broke down at {e}{where}", RUN_ERROR)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        if Started.started:
-            raise
-        raise UsageError(f"model {model_path}: {e}") from e
     except KeyboardInterrupt:
         return _fail(f"interrupted; continue with: fepy run {model_path} --resume {out}", 130)
     wall = time.perf_counter() - t0
