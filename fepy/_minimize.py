@@ -49,6 +49,16 @@ class Solution:
 
 
 @eqx.filter_jit
+def _init(solver, target, family, key):
+    return solver.init(target, family, key)
+
+
+@eqx.filter_jit
+def _summary(solver, target, family, state):
+    return solver.summary(target, family, state)
+
+
+@eqx.filter_jit
 def _run_chunk(solver, target, family, state, loop_key, start, length: int):
     def body(carry, k):
         family, state = carry
@@ -118,7 +128,7 @@ def minimize(
     if shard and jax.local_device_count() > 1 and hasattr(family, "shard"):
         family = family.shard(batch_sharding())
     init_key, loop_key = jax.random.split(key)
-    state = solver.init(target, family, init_key)
+    state = _init(solver, target, family, init_key)
     step, trace = 0, {}
     if resume is not None:
         step, family, state, saved_key, trace = load_checkpoint(resume, family, state, loop_key)
@@ -150,5 +160,5 @@ def minimize(
     finally:
         for cb in callbacks:
             cb.close()
-    summary = {name: np.asarray(v).item() for name, v in solver.summary(target, family, state).items()}
+    summary = {name: np.asarray(v).item() for name, v in _summary(solver, target, family, state).items()}
     return Solution(family=family, state=state, trace=trace, summary=summary, steps=step, key=key)
