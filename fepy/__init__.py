@@ -24,6 +24,6 @@ from .solvers import (
     Wasserstein as Wasserstein,
     WassersteinFisherRao as WassersteinFisherRao,
 )
-from .targets import Energy as Energy
+from .targets import Energy as Energy, Hamiltonian as Hamiltonian
 
 __version__ = "0.1.0"

@@ -1,1 +1,2 @@
 from .energy import Energy as Energy
+from .hamiltonian import Hamiltonian as Hamiltonian

@@ -1,0 +1,1 @@
+"""Shared physics kernels (Laplacians, ...), used by several targets and families."""
