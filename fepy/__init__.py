@@ -5,10 +5,11 @@ from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
 from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
 from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
-from .families import Particles as Particles
+from .families import Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,
     MALA as MALA,
+    RandomWalk as RandomWalk,
     SVGD as SVGD,
     ULA as ULA,
     AbstractMove as AbstractMove,
@@ -23,6 +24,8 @@ from .solvers import (
     Power as Power,
     Wasserstein as Wasserstein,
     WassersteinFisherRao as WassersteinFisherRao,
+    VMC as VMC,
+    StochasticReconfiguration as StochasticReconfiguration,
 )
 from .targets import Energy as Energy, Hamiltonian as Hamiltonian
 

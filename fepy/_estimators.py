@@ -30,3 +30,27 @@ def log_z_and_stderr(
     relative = jnp.exp(log_z_replicas - log_z)  # Z_r / Z_bar, mean 1
     stderr = jnp.sqrt(jnp.sum((relative - 1.0) ** 2) / (r - 1) / r) if r > 1 else jnp.nan
     return log_z, stderr
+
+
+def blocking_mean_and_stderr(
+    series: Float[Array, " t"], min_blocks: int = 32
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    r"""Mean of a correlated series and its standard error by blocking (Flyvbjerg & Petersen 1989).
+
+    The series is averaged in blocks of 1, 2, 4, ... consecutive values; the naive
+    standard error of the block means grows with the block length until the blocks are
+    longer than the autocorrelation time, then plateaus. The largest estimate over block
+    lengths that leave at least ``min_blocks`` blocks is returned (conservative). A
+    trailing remainder that does not fill a block is dropped at that level.
+    """
+    t = series.shape[0]
+    mean = jnp.mean(series)
+    errors = []
+    length = 1
+    while t // length >= max(min_blocks, 2):
+        blocks = series[: (t // length) * length].reshape(-1, length).mean(axis=1)
+        errors.append(jnp.std(blocks, ddof=1) / jnp.sqrt(blocks.shape[0]))
+        length *= 2
+    if not errors:
+        return mean, jnp.std(series, ddof=1) / jnp.sqrt(t) if t > 1 else jnp.nan
+    return mean, jnp.max(jnp.stack(errors))

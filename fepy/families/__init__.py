@@ -1,1 +1,2 @@
 from .particles import Particles as Particles
+from .wavefunction import Wavefunction as Wavefunction

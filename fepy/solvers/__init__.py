@@ -1,11 +1,12 @@
 from ._base import AbstractSolver as AbstractSolver
-from .moves import HMC as HMC, MALA as MALA, SVGD as SVGD, ULA as ULA, AbstractMove as AbstractMove
+from .moves import HMC as HMC, MALA as MALA, RandomWalk as RandomWalk, SVGD as SVGD, ULA as ULA, AbstractMove as AbstractMove
 from .particle_flows import (
     FisherRao as FisherRao,
     ParticleState as ParticleState,
     Wasserstein as Wasserstein,
     WassersteinFisherRao as WassersteinFisherRao,
 )
+from .vmc import VMC as VMC, StochasticReconfiguration as StochasticReconfiguration
 from .schedules import (
     AbstractFixedSchedule as AbstractFixedSchedule,
     AbstractSchedule as AbstractSchedule,

@@ -69,6 +69,11 @@ class AbstractMove(eqx.Module):
         """Energy-and-gradient evaluations per particle and move."""
         return 1
 
+    @property
+    def needs_gradient(self) -> bool:
+        """Whether the move reads the gradients of the points (else ``evaluate`` may leave them 0)."""
+        return True
+
     def __check_init__(self):
         if not self.step_size > 0:
             raise ValueError(f"{type(self).__name__} step_size must be > 0, got {self.step_size}")
@@ -89,6 +94,33 @@ def _metropolis(proposed: Point, current: Point, log_ratio, key) -> tuple[Point,
         current,
     )
     return moved, accept_prob
+
+
+class RandomWalk(AbstractMove):
+    r"""Random-walk Metropolis: :math:`x' = x + h\,\xi`, :math:`\xi \sim N(0, I)`, Metropolis test.
+
+    Needs no gradients. With ``adapt=True`` the width ``h`` of each island is tuned
+    towards the acceptance rate 0.5 (the usual choice in VMC codes).
+    """
+
+    step_size: float
+    adapt: bool = True
+
+    @property
+    def target_acceptance(self):
+        return 0.5 if self.adapt else None
+
+    @property
+    def needs_gradient(self) -> bool:
+        return False
+
+    def __call__(self, evaluate, points, lam, step_size, key):
+        key_prop, key_acc = jax.random.split(key)
+        noise = jax.random.normal(key_prop, points.x.shape, points.x.dtype)
+        proposed = evaluate(points.x + step_size * noise)
+        log_ratio = proposed.log_density(lam) - points.log_density(lam)
+        log_ratio = jnp.where(proposed.is_finite(), log_ratio, -jnp.inf)
+        return _metropolis(proposed, points, log_ratio, key_acc)
 
 
 class ULA(AbstractMove):
