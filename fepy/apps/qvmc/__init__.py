@@ -1,0 +1,12 @@
+"""Quantum variational Monte Carlo in continuous space (atomic units: hartree, bohr).
+
+Configurations are flat vectors of all particle coordinates, shape ``(dim,)``; electrons
+are ``(n_electrons, 3)`` flattened, spin-up electrons first.
+"""
+
+from ._geometry import (
+    ElectronGeometry as ElectronGeometry,
+    electron_distances as electron_distances,
+    safe_norm as safe_norm,
+)
+from .hamiltonians import HarmonicTrap as HarmonicTrap, MolecularHamiltonian as MolecularHamiltonian
