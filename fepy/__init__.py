@@ -25,6 +25,7 @@ from .solvers import (
     Wasserstein as Wasserstein,
     WassersteinFisherRao as WassersteinFisherRao,
     VMC as VMC,
+    WQMC as WQMC,
     StochasticReconfiguration as StochasticReconfiguration,
 )
 from .targets import Energy as Energy, Hamiltonian as Hamiltonian

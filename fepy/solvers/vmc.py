@@ -1,4 +1,4 @@
-r"""Variational Monte Carlo: the Fisher-Rao geometry on wavefunctions.
+r"""Quantum Monte Carlo solvers: the Fisher-Rao (VMC) and Wasserstein (WQMC) geometries on wavefunctions.
 
 The energy :math:`E[\theta] = E_{|\psi_\theta|^2}[E_{loc}]` is the T = 0 free energy of a
 `fepy.Hamiltonian`. Its gradient is the REINFORCE / score-function form
@@ -11,7 +11,20 @@ and the Fisher-Rao (natural-gradient) direction is stochastic reconfiguration,
 rather than moving its mass. With n walkers and P parameters the system is solved
 in the n x n (Woodbury / minSR) form, :math:`\delta = \bar O^\top(\bar O\bar O^\top/n +
 \epsilon I)^{-1}\,2\bar E/n`, cheap when n << P.
+
+The Wasserstein gradient flow of the same energy moves mass instead,
+:math:`\partial_t q = \nabla\cdot(q\,\nabla_x E_{loc})` (Neklyudov, Nys, Thiede, Carrasquilla &
+Welling, NeurIPS 2023): walkers move along :math:`-\nabla_x E_{loc}` and the ansatz is refit
+to the moved density. To first order in the move, maximising the likelihood of the
+moved walkers :math:`x - \eta\nabla_x E_{loc}` has the parameter gradient
+
+.. math:: g_W = E_{|\psi|^2}[\nabla_x E_{loc}(x) \cdot \nabla_x \nabla_\theta \log|\psi_\theta(x)|^2],
+
+with :math:`E_{loc}` held fixed (the move length :math:`\eta` is absorbed in the optimizer's
+learning rate); the Wasserstein-Fisher-Rao flow adds both directions.
 """
+
+import abc
 
 import equinox as eqx
 import jax
@@ -48,7 +61,7 @@ class StochasticReconfiguration(eqx.Module):
         return o.T @ jnp.linalg.solve(t, 2 * centered_energy / n_eff)
 
 
-class VMCState(eqx.Module):
+class QMCState(eqx.Module):
     step: Int[Array, ""]
     opt_state: optax.OptState
     step_size: Float[Array, ""]  # MCMC step size, adapted
@@ -78,52 +91,67 @@ def _clip(local_energy, finite, width: float):
     return jnp.clip(local_energy, median - width * spread, median + width * spread)
 
 
-class VMC(AbstractSolver):
-    r"""Standard VMC: sample :math:`|\psi|^2` by MCMC, step the parameters along the energy gradient.
+def _split_params(ansatz):
+    params, static = eqx.partition(ansatz, eqx.is_inexact_array)
+    return params, lambda p, x: eqx.combine(p, static)(x)
 
-    Each step runs ``mcmc_steps`` moves of ``sampler`` on every walker, evaluates the
-    local energies, clips outliers beyond ``clip`` mean absolute deviations from the
-    median for the gradient only, preconditions with ``sr`` (stochastic
-    reconfiguration) when given, and applies ``optimizer`` (optax). A walker whose
-    local energy or :math:`\log|\psi|` is NaN/Inf is left out of the averages and
-    restarted from a copy of a healthy one. The final energy is the mean over the last
-    ``window`` steps with a blocking standard error.
-    """
 
-    optimizer: optax.GradientTransformation
-    sampler: AbstractMove = RandomWalk(step_size=0.5)
-    mcmc_steps: int = 10
-    sr: StochasticReconfiguration | None = None
-    clip: float = 5.0
-    window: int = 100
-    hutchinson_samples: int = 0
+def _fisher_rao_direction(ansatz, walkers, local_energy, finite, clip, sr):
+    """REINFORCE gradient 2 E[(E_loc - E) grad log|psi|] of clipped local energies, SR-preconditioned if ``sr``."""
+    weights = finite / jnp.sum(finite)
+    clipped = jnp.where(finite, _clip(local_energy, finite, clip), 0.0)
+    centered = jnp.where(finite, clipped - jnp.sum(weights * clipped), 0.0)
+    params, log_psi = _split_params(ansatz)
+    if sr is None:
+        _, pullback = jax.vjp(lambda p: jax.vmap(lambda x: log_psi(p, x))(walkers), params)
+        return pullback(2 * centered / jnp.sum(finite))[0]
+    flat, unravel = ravel_pytree(params)
+    jacobian = jax.vmap(jax.grad(lambda f, x: log_psi(unravel(f), x)), in_axes=(None, 0))(flat, walkers)
+    jacobian = jnp.where(finite[:, None], jacobian, 0.0)
+    return unravel(sr(jacobian, weights, centered))
+
+
+class _AbstractQMC(AbstractSolver):
+    """Shared loop of the wavefunction solvers: MCMC, local energies, broken-walker restarts,
+    the optax update and the final blocking estimate. Subclasses give the parameter direction."""
+
+    optimizer: eqx.AbstractVar[optax.GradientTransformation]
+    sampler: eqx.AbstractVar[AbstractMove]
+    mcmc_steps: eqx.AbstractVar[int]
+    clip: eqx.AbstractVar[float]
+    window: eqx.AbstractVar[int]
+    hutchinson_samples: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def direction(self, target, ansatz, walkers, local_energy, finite, key):
+        """The parameter gradient (a pytree like the ansatz's parameters) for the optimizer."""
 
     def __check_init__(self):
         for name in ("mcmc_steps", "window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"VMC {name} must be a positive integer, got {value!r}")
+                raise ValueError(f"{type(self).__name__} {name} must be a positive integer, got {value!r}")
         if not self.clip > 0:
-            raise ValueError(f"VMC clip must be > 0, got {self.clip}")
+            raise ValueError(f"{type(self).__name__} clip must be > 0, got {self.clip}")
 
-    def init(self, target: Hamiltonian, family: Wavefunction, key) -> VMCState:
+    def init(self, target: Hamiltonian, family: Wavefunction, key) -> QMCState:
         if not isinstance(target, Hamiltonian):
-            raise TypeError(f"VMC needs a Hamiltonian target, got {type(target).__name__}")
+            raise TypeError(f"{type(self).__name__} needs a Hamiltonian target, got {type(target).__name__}")
         if not isinstance(family, Wavefunction):
-            raise TypeError(f"VMC needs a Wavefunction family, got {type(family).__name__}")
+            raise TypeError(f"{type(self).__name__} needs a Wavefunction family, got {type(family).__name__}")
         if target.dim != family.dim:
             raise ValueError(f"target dim {target.dim} does not match walkers dim {family.dim}")
         params = eqx.filter(family.ansatz, eqx.is_inexact_array)
         dtype = family.walkers.dtype
-        return VMCState(
+        return QMCState(
             step=jnp.zeros((), jnp.int32),
             opt_state=self.optimizer.init(params),
             step_size=jnp.asarray(self.sampler.step_size, dtype),
             recent_energies=jnp.full(self.window, jnp.nan, dtype),
         )
 
-    def step(self, target: Hamiltonian, family: Wavefunction, state: VMCState, key):
-        key_mcmc, key_energy, key_reset = jax.random.split(key, 3)
+    def step(self, target: Hamiltonian, family: Wavefunction, state: QMCState, key):
+        key_mcmc, key_energy, key_direction, key_reset = jax.random.split(key, 4)
         evaluate = _walker_evaluator(family.ansatz, self.sampler.needs_gradient)
 
         def mcmc(points, k):
@@ -149,21 +177,8 @@ class VMC(AbstractSolver):
         energy = jnp.sum(weights * safe_energy)
         variance = jnp.sum(weights * (safe_energy - energy) ** 2)
 
-        clipped = jnp.where(finite, _clip(local_energy, finite, self.clip), 0.0)
-        centered = jnp.where(finite, clipped - jnp.sum(weights * clipped), 0.0)
-        params, static = eqx.partition(family.ansatz, eqx.is_inexact_array)
-
-        def log_psi(p, x):
-            return eqx.combine(p, static)(x)
-
-        if self.sr is None:
-            _, pullback = jax.vjp(lambda p: jax.vmap(lambda x: log_psi(p, x))(walkers), params)
-            (direction,) = pullback(2 * centered / jnp.sum(finite))
-        else:
-            flat, unravel = ravel_pytree(params)
-            jacobian = jax.vmap(jax.grad(lambda f, x: log_psi(unravel(f), x)), in_axes=(None, 0))(flat, walkers)
-            jacobian = jnp.where(finite[:, None], jacobian, 0.0)
-            direction = unravel(self.sr(jacobian, weights, centered))
+        params = eqx.filter(family.ansatz, eqx.is_inexact_array)
+        direction = self.direction(target, family.ansatz, walkers, local_energy, finite, key_direction)
         updates, opt_state = self.optimizer.update(direction, state.opt_state, params)
         ansatz = eqx.apply_updates(family.ansatz, updates)
 
@@ -172,7 +187,7 @@ class VMC(AbstractSolver):
         walkers = jnp.where(finite[:, None], walkers, walkers[donors])
 
         new_family = Wavefunction(ansatz, walkers)
-        new_state = VMCState(
+        new_state = QMCState(
             step=state.step + 1,
             opt_state=opt_state,
             step_size=step_size,
@@ -188,7 +203,7 @@ class VMC(AbstractSolver):
         )
         return new_family, new_state, stats
 
-    def summary(self, target: Hamiltonian, family: Wavefunction, state: VMCState):
+    def summary(self, target: Hamiltonian, family: Wavefunction, state: QMCState):
         energy, stderr = blocking_mean_and_stderr(state.recent_energies)
         full = state.step >= self.window
         return dict(
@@ -197,3 +212,66 @@ class VMC(AbstractSolver):
             free_energy=jnp.where(full, energy, jnp.nan),
             steps=state.step,
         )
+
+
+class VMC(_AbstractQMC):
+    r"""Standard VMC, the Fisher-Rao geometry: sample :math:`|\psi|^2` by MCMC, step along the REINFORCE gradient.
+
+    Each step runs ``mcmc_steps`` moves of ``sampler`` on every walker, evaluates the
+    local energies, clips outliers beyond ``clip`` mean absolute deviations from the
+    median for the gradient only, preconditions with ``sr`` (stochastic
+    reconfiguration) when given, and applies ``optimizer`` (optax). A walker whose
+    local energy or :math:`\log|\psi|` is NaN/Inf is left out of the averages and
+    restarted from a copy of a healthy one. The final energy is the mean over the last
+    ``window`` steps with a blocking standard error.
+    """
+
+    optimizer: optax.GradientTransformation
+    sampler: AbstractMove = RandomWalk(step_size=0.5)
+    mcmc_steps: int = 10
+    sr: StochasticReconfiguration | None = None
+    clip: float = 5.0
+    window: int = 100
+    hutchinson_samples: int = 0
+
+    def direction(self, target, ansatz, walkers, local_energy, finite, key):
+        return _fisher_rao_direction(ansatz, walkers, local_energy, finite, self.clip, self.sr)
+
+
+class WQMC(_AbstractQMC):
+    r"""Wasserstein QMC: the ansatz follows walkers moved along :math:`-\nabla_x E_{loc}`.
+
+    The direction is :math:`g_W = E[\nabla_x E_{loc}\cdot\nabla_x\nabla_\theta\log|\psi|^2]`
+    (module docstring), with each walker's :math:`\nabla_x E_{loc}` clipped to at most
+    ``clip`` times the median norm. With ``fisher_rao > 0`` the VMC direction, times
+    ``fisher_rao``, is added: the Wasserstein-Fisher-Rao flow. Costs one more
+    derivative than VMC (the gradient of the local energy).
+    """
+
+    optimizer: optax.GradientTransformation
+    sampler: AbstractMove = RandomWalk(step_size=0.5)
+    mcmc_steps: int = 10
+    fisher_rao: float = 0.0
+    clip: float = 5.0
+    window: int = 100
+    hutchinson_samples: int = 0
+
+    def direction(self, target, ansatz, walkers, local_energy, finite, key):
+        keys = jax.random.split(key, walkers.shape[0])
+        energy_of_x = lambda x, k: target.local_energy(ansatz, x, k, self.hutchinson_samples)  # noqa: E731
+        force = jax.vmap(jax.grad(energy_of_x))(walkers, keys)  # grad_x E_loc
+        ok = finite & jnp.all(jnp.isfinite(force), axis=-1)
+        norms = jnp.linalg.norm(jnp.where(ok[:, None], force, 0.0), axis=-1)
+        cap = self.clip * jnp.nanmedian(jnp.where(ok, norms, jnp.nan))
+        force = jnp.where(ok[:, None], force * jnp.minimum(1.0, cap / jnp.maximum(norms, 1e-30))[:, None], 0.0)
+        params, log_psi = _split_params(ansatz)
+
+        def surrogate(p):  # E[v . grad_x log|psi_p|^2], v = grad_x E_loc held fixed
+            score = jax.vmap(jax.grad(lambda x: 2 * log_psi(p, x)))(walkers)
+            return jnp.sum(jnp.where(ok[:, None], force * score, 0.0)) / jnp.sum(ok)
+
+        direction = jax.grad(surrogate)(params)
+        if self.fisher_rao > 0:
+            fr = _fisher_rao_direction(ansatz, walkers, local_energy, finite, self.clip, None)
+            direction = jax.tree.map(lambda w, f: w + self.fisher_rao * f, direction, fr)
+        return direction
