@@ -6,7 +6,7 @@ from .particle_flows import (
     Wasserstein as Wasserstein,
     WassersteinFisherRao as WassersteinFisherRao,
 )
-from .vmc import VMC as VMC, WQMC as WQMC, StochasticReconfiguration as StochasticReconfiguration
+from .qmc import VMC as VMC, WQMC as WQMC, StochasticReconfiguration as StochasticReconfiguration
 from .schedules import (
     AbstractFixedSchedule as AbstractFixedSchedule,
     AbstractSchedule as AbstractSchedule,
