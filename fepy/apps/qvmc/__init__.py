@@ -10,3 +10,11 @@ from ._geometry import (
     safe_norm as safe_norm,
 )
 from .hamiltonians import HarmonicTrap as HarmonicTrap, MolecularHamiltonian as MolecularHamiltonian
+from .ansatz import (
+    AbstractAnsatz as AbstractAnsatz,
+    CuspJastrow as CuspJastrow,
+    FermiNet as FermiNet,
+    GaussianAnsatz as GaussianAnsatz,
+    HydrogenicAnsatz as HydrogenicAnsatz,
+    SlaterJastrow as SlaterJastrow,
+)
