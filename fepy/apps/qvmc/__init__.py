@@ -10,6 +10,12 @@ from ._geometry import (
     safe_norm as safe_norm,
 )
 from .hamiltonians import HarmonicTrap as HarmonicTrap, MolecularHamiltonian as MolecularHamiltonian
+from .recipes import (
+    MOLECULE_DEFAULTS as MOLECULE_DEFAULTS,
+    electron_centers as electron_centers,
+    molecule_problem as molecule_problem,
+    qmc_solver as qmc_solver,
+)
 from .ansatz import (
     AbstractAnsatz as AbstractAnsatz,
     CuspJastrow as CuspJastrow,
