@@ -87,6 +87,8 @@ def _langevin_proposal(points: Point, lam, h, key):
 def _metropolis(proposed: Point, current: Point, log_ratio, key) -> tuple[Point, Array]:
     """Accept each proposal with probability min(1, e^log_ratio); returns the points and that probability."""
     accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+    # a broken (NaN/Inf) current point takes any healthy proposal
+    accept_prob = jnp.where(current.is_finite(), accept_prob, proposed.is_finite().astype(accept_prob.dtype))
     accept = jax.random.uniform(key, accept_prob.shape, accept_prob.dtype) < accept_prob
     moved = jax.tree.map(
         lambda new, old: jnp.where(accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old),
