@@ -75,3 +75,47 @@ def test_sharded_run_equals_single_device():
     assert res["max_position_diff"] <= 1e-10, res
     assert res["max_log_weight_diff"] <= 1e-10, res
     assert res["trace_log_z_diff"] <= 1e-10, res
+
+
+WALKER_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+    import fepy
+    from fepy.apps.qvmc import HydrogenicAnsatz, MolecularHamiltonian, qmc_solver
+
+    assert jax.local_device_count() == 4, jax.devices()
+    hydrogen = MolecularHamiltonian.atom(1)
+    fam = fepy.Wavefunction.initialize(HydrogenicAnsatz(0.7), 64, key=jax.random.key(0), centers=jnp.zeros(3))
+    out = {}
+    for name in ("vmc_sr", "wqmc"):
+        solver = qmc_solver(name, learning_rate=0.02, window=5)
+        s = fepy.minimize(hydrogen, fam, solver, steps=10, key=jax.random.key(1), shard=True)
+        u = fepy.minimize(hydrogen, fam, solver, steps=10, key=jax.random.key(1), shard=False)
+        out[name] = dict(
+            sharded_devices=len(s.family.walkers.sharding.device_set),
+            walker_diff=float(np.max(np.abs(np.asarray(s.family.walkers) - np.asarray(u.family.walkers)))),
+            energy_diff=float(np.max(np.abs(s.trace["energy"] - u.trace["energy"]))),
+            alpha_diff=abs(float(s.family.ansatz.alpha) - float(u.family.ansatz.alpha)),
+        )
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sharded_walkers_equal_single_device():
+    """VMC (with the walker-space SR solve) and WQMC give the same run with walkers on 4 devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", WALKER_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, r in res.items():
+        assert r["sharded_devices"] == 4, (name, r)
+        assert r["walker_diff"] <= 1e-10 and r["energy_diff"] <= 1e-10 and r["alpha_diff"] <= 1e-10, (name, r)
