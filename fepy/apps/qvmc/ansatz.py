@@ -168,20 +168,20 @@ class CuspJastrow(eqx.Module):
 
     :math:`a_{ij} = 1/2` for antiparallel and :math:`1/4` for parallel spins, so
     :math:`\partial_{r_{ij}} J = a_{ij}` at coalescence (Kato's cusp conditions);
-    :math:`b = \mathrm{softplus}(\mathtt{raw\_b}) > 0` (bohr⁻¹) is trainable and sets the
+    :math:`b = \mathrm{softplus}(\mathtt{b\_raw}) > 0` (bohr⁻¹) is trainable and sets the
     range, :math:`J \to a_{ij}/b` at large :math:`r_{ij}`.
     """
 
-    raw_b: Float[Array, ""]
+    b_raw: Float[Array, ""]
     n_up: int = eqx.field(static=True)
 
     def __init__(self, n_up: int, b: float = 1.0):
         self.n_up = n_up
-        self.raw_b = _inverse_softplus(_float_array(b))
+        self.b_raw = _inverse_softplus(_float_array(b))
 
     @property
     def b(self) -> Float[Array, ""]:
-        return jax.nn.softplus(self.raw_b)
+        return jax.nn.softplus(self.b_raw)
 
     def __call__(self, r_ee: Float[Array, "n_el n_el"]) -> Float[Array, ""]:
         """J from the electron-electron distance matrix (bohr), spin-up electrons first."""
@@ -254,7 +254,9 @@ class SlaterJastrow(AbstractAnsatz):
     ):
         nuclei, charges, n_up, n_down = _check_system("SlaterJastrow", nuclei, charges, n_up, n_down)
         if not isinstance(n_basis_per_atom, int) or n_basis_per_atom < 1:
-            raise ValueError(f"SlaterJastrow n_basis_per_atom must be an integer >= 1, got {n_basis_per_atom!r}")
+            raise ValueError(
+                f"SlaterJastrow n_basis_per_atom must be an integer >= 1, got {n_basis_per_atom!r}"
+            )
         if len(nuclei) * n_basis_per_atom < max(n_up, n_down):
             raise ValueError(
                 f"SlaterJastrow needs at least max(n_up, n_down) = {max(n_up, n_down)} basis functions, "
@@ -263,8 +265,8 @@ class SlaterJastrow(AbstractAnsatz):
         self.nuclei, self.charges, self.n_up, self.n_down = nuclei, charges, n_up, n_down
         zeta = np.array([[_shell_exponent(z, n) for n in range(1, n_basis_per_atom + 1)] for z in charges])
         self.zeta_raw = _inverse_softplus(_float_array(zeta))
-        # Shells (atom, n) in aufbau order, as flat basis indices A * n_basis_per_atom + (n - 1).
-        shells = [(-0.5 * zeta[a, n] ** 2, a, n) for a in range(len(charges)) for n in range(n_basis_per_atom)]
+        # Shells (energy, atom A, n - 1) in aufbau order; basis index A * n_basis_per_atom + n - 1.
+        shells = [(-0.5 * zeta[a, n] ** 2, a, n) for a, n in np.ndindex(zeta.shape)]
         up = sorted(shells, key=lambda s: (s[0], s[1]))
         down = sorted(shells, key=lambda s: (s[0], -s[1]))
         key_up, key_down = jax.random.split(key)
@@ -303,7 +305,10 @@ def _residual(new, old):
 
 
 class _Orbitals(eqx.Module):
-    r"""One spin's orbitals :math:`\phi^d_k(r_i) = (w_{dk}\cdot h_i + g_{dk})\sum_A \pi_{dkA} e^{-\sigma_{dkA}|r_i - R_A|}`."""
+    r"""One spin's orbitals, ``determinants`` sets of ``n``.
+
+    .. math:: \phi^d_k(r_i) = (w_{dk}\cdot h_i + g_{dk})\sum_A \pi_{dkA} e^{-\sigma_{dkA}|r_i - R_A|}
+    """
 
     linear: eqx.nn.Linear
     pi: Float[Array, "orbitals n_atoms"]
@@ -317,7 +322,9 @@ class _Orbitals(eqx.Module):
         self.pi = jnp.ones((determinants * n, len(charges)), jnp.result_type(float))
         self.sigma_raw = _inverse_softplus(_float_array(np.reshape(sigma, (determinants * n, len(charges)))))
 
-    def __call__(self, h: Float[Array, "n width"], r_ae: Float[Array, "n n_atoms"]) -> Float[Array, "det n n"]:
+    def __call__(
+        self, h: Float[Array, "n width"], r_ae: Float[Array, "n n_atoms"]
+    ) -> Float[Array, "determinants n n"]:
         n = h.shape[0]
         envelope = jnp.sum(self.pi * jnp.exp(-jax.nn.softplus(self.sigma_raw) * r_ae[:, None, :]), axis=-1)
         phi = _dense(self.linear, h) * envelope
@@ -375,10 +382,12 @@ class FermiNet(AbstractAnsatz):
         nuclei, charges, n_up, n_down = _check_system("FermiNet", nuclei, charges, n_up, n_down)
         hidden, pair_hidden = tuple(hidden), tuple(pair_hidden)
         widths = hidden + pair_hidden + (determinants,)
-        if not hidden or len(pair_hidden) != len(hidden) or not all(isinstance(w, int) and w >= 1 for w in widths):
+        positive = all(isinstance(w, int) and w >= 1 for w in widths)
+        if not hidden or len(pair_hidden) != len(hidden) or not positive:
             raise ValueError(
                 f"FermiNet needs positive integer widths, len(pair_hidden) == len(hidden) >= 1 and "
-                f"determinants >= 1, got hidden={hidden}, pair_hidden={pair_hidden}, determinants={determinants}"
+                f"determinants >= 1, got hidden={hidden}, pair_hidden={pair_hidden}, "
+                f"determinants={determinants}"
             )
         self.nuclei, self.charges, self.n_up, self.n_down = nuclei, charges, n_up, n_down
         groups = (n_up > 0) + (n_down > 0)
