@@ -186,6 +186,35 @@ def plot_marginals(path, family, title: str = "", bins: int = 80) -> bool:
     return True
 
 
+def plot_walkers(path, family, target, title: str = "", bins: int = 80) -> bool:
+    """Walkers' particles projected on the (x, z) plane, and the histogram of their distance to
+    the nearest nucleus (``target.nuclei``) or to the origin, for 3-D particles."""
+    plt = _pyplot()
+    walkers = np.asarray(family.walkers, float)
+    if walkers.shape[1] % 3:
+        return False
+    points = walkers.reshape(-1, 3)
+    points = points[np.all(np.isfinite(points), axis=1)]
+    centers = np.asarray(getattr(target, "nuclei", np.zeros((1, 3))), float)
+    distance = np.min(np.linalg.norm(points[:, None, :] - centers[None], axis=-1), axis=1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    left.hist2d(points[:, 0], points[:, 2], bins=bins, cmap="Greys")
+    left.scatter(centers[:, 0], centers[:, 2], c="tab:red", s=25, marker="x", label="nuclei")
+    left.set_xlabel("x (bohr)")
+    left.set_ylabel("z (bohr)")
+    left.set_aspect("equal")
+    left.legend(loc="upper right", fontsize=8)
+    right.hist(distance, bins=bins, density=True, color="tab:blue", alpha=0.8)
+    right.set_xlabel("distance to the nearest nucleus (bohr)")
+    right.set_ylabel("density")
+    right.grid(alpha=0.3)
+    fig.suptitle(title or "walkers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_run(out, solution, problem, *, summary: dict, name: str) -> list[str]:
     """Write summary.json, trace.csv and the plots of a finished run into ``out``; returns file names."""
     out = Path(out)
@@ -205,4 +234,6 @@ def write_run(out, solution, problem, *, summary: dict, name: str) -> list[str]:
         else:
             if plot_marginals(out / "marginals.png", family, title=name):
                 written.append("marginals.png")
+    if hasattr(family, "walkers") and plot_walkers(out / "walkers.png", family, target, title=name):
+        written.append("walkers.png")
     return written

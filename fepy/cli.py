@@ -319,8 +319,9 @@ def _report(summary: dict, out: Path, written: list[str]) -> None:
         if not isinstance(value, (int, float)):
             continue
         text = f"{key} = {value:.6g}"
-        if key == "log_z" and isinstance(summary.get("log_z_stderr"), float):
-            text += f" +- {summary['log_z_stderr']:.2g}"
+        stderr = summary.get(f"{key}_stderr")
+        if isinstance(stderr, float) and math.isfinite(stderr):
+            text += f" +- {stderr:.2g}"
         if isinstance(reference.get(key), (int, float)):
             text += f"   (reference {reference[key]:.6g})"
         lines.append(text)
