@@ -83,3 +83,23 @@ def test_many_well_acceptance_wfr(seed):
     many_well = load("many_well")
     _, sol = run(many_well, seed=seed, solver="wfr")
     assert abs(sol.log_z - many_well.REFERENCE["log_z"]) < 0.1
+
+
+@pytest.mark.parametrize("name", ["helium", "h2", "lithium", "beryllium", "lih"])
+def test_molecule_model_files_build_and_run(name):
+    """Every molecule model builds, its walkers start on the nuclei, and two tiny VMC steps stay finite."""
+    model = load(name)
+    assert set(model.REFERENCE) == {"energy"}
+    config = dict(walkers=16, steps=2, hidden=8, determinants=1, window=2, mcmc_steps=2)
+    problem, sol = run(model, **config)
+    assert problem.family.dim == problem.target.dim
+    assert np.all(np.isfinite(sol.trace["energy"]))
+    assert np.isfinite(sol.summary["energy"])
+
+
+@pytest.mark.parametrize("name, exact", [("harmonic_oscillator", 3.0), ("hydrogen", -0.5)])
+def test_exact_qmc_models(name, exact):
+    model = load(name)
+    assert model.REFERENCE["energy"] == exact
+    _, sol = run(model, steps=200, walkers=256, window=50)
+    assert sol.summary["energy"] == pytest.approx(exact, abs=1e-5)
