@@ -1,10 +1,11 @@
 """fepy benchmarks: ``python -m benchmarks [names...] [--quick]``.
 
-Each entry names a model file whose log Z error, wall time and energy evaluations are
+Each log-Z entry names a model file whose log Z error, wall time and energy evaluations are
 measured versus the number of particles, for every fepy geometry and BlackJAX's tempered
 SMC side by side (`benchmarks._common.log_z_benchmark`). The runner adds the environment,
 writes ``benchmarks/results/<name>.json`` and regenerates the tables in
-``benchmarks/README.md``.
+``benchmarks/README.md``. The ``qmc`` entry (`benchmarks.qmc`) instead measures
+ground-state energies of He and H2 per QMC solver, with NetKet on He.
 """
 
 # entry -> particle counts (divisible by the models' islands) and seeds of a full run
@@ -12,5 +13,7 @@ writes ``benchmarks/results/<name>.json`` and regenerates the tables in
 BENCHMARKS = {
     "gmm40": dict(particles=[1024, 3072, 10240], seeds=[0, 1, 2, 3, 4]),
     "many_well": dict(particles=[1024, 3072, 10240], seeds=[0, 1, 2, 3, 4]),
+    # quantum VMC: He and H2 energies per solver + NetKet on He; sizes in benchmarks/qmc.py
+    "qmc": dict(kind="qmc"),
 }
 QUICK = dict(particles=[256], seeds=[0])
