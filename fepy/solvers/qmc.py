@@ -124,7 +124,11 @@ class _AbstractQMC(AbstractSolver):
 
     @abc.abstractmethod
     def direction(self, target, ansatz, walkers, local_energy, finite, key):
-        """The parameter gradient (a pytree like the ansatz's parameters) for the optimizer."""
+        """The parameter gradient (a pytree like the ansatz's parameters) for the optimizer.
+
+        ``walkers`` whose ``local_energy`` was not finite (``~finite``) have already been
+        replaced by copies of healthy ones, so every derivative is finite; they must be
+        given zero weight."""
 
     def __check_init__(self):
         for name in ("mcmc_steps", "window"):
@@ -177,14 +181,15 @@ class _AbstractQMC(AbstractSolver):
         energy = jnp.sum(weights * safe_energy)
         variance = jnp.sum(weights * (safe_energy - energy) ** 2)
 
+        # restart broken walkers from copies of healthy ones, before any derivative is taken:
+        # they carry zero weight, but a NaN gradient times zero is still NaN
+        donors = jax.random.choice(key_reset, family.n, (family.n,), p=weights)
+        walkers = jnp.where(finite[:, None], walkers, walkers[donors])
+
         params = eqx.filter(family.ansatz, eqx.is_inexact_array)
         direction = self.direction(target, family.ansatz, walkers, local_energy, finite, key_direction)
         updates, opt_state = self.optimizer.update(direction, state.opt_state, params)
         ansatz = eqx.apply_updates(family.ansatz, updates)
-
-        # restart broken walkers from copies of healthy ones
-        donors = jax.random.choice(key_reset, family.n, (family.n,), p=weights)
-        walkers = jnp.where(finite[:, None], walkers, walkers[donors])
 
         new_family = Wavefunction(ansatz, walkers)
         new_state = QMCState(
