@@ -56,15 +56,18 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_sharded_run_equals_single_device():
+def run_on_four_devices(script: str) -> dict:
+    """Run ``script`` in a subprocess with 4 forced CPU devices; return the JSON it prints last."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_run_equals_single_device():
+    res = run_on_four_devices(SCRIPT)
     print(res)
     assert res["devices"] == 4
     assert res["sharded_devices"] == 4, res  # the particle axis really is split
@@ -108,14 +111,7 @@ WALKER_SCRIPT = textwrap.dedent(
 
 def test_sharded_walkers_equal_single_device():
     """VMC (with the walker-space SR solve) and WQMC give the same run with walkers on 4 devices."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", WALKER_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = run_on_four_devices(WALKER_SCRIPT)
     for name, r in res.items():
         assert r["sharded_devices"] == 4, (name, r)
         assert r["walker_diff"] <= 1e-10 and r["energy_diff"] <= 1e-10 and r["alpha_diff"] <= 1e-10, (name, r)

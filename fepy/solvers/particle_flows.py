@@ -36,7 +36,7 @@ from jaxtyping import Array, Float, Int
 from .._estimators import kish_ess, log_mean_exp, log_z_and_stderr
 from ..families.particles import Particles
 from ..targets.energy import Energy
-from ._base import AbstractSolver
+from ._base import AbstractSolver, check_target_and_family
 from .moves import MALA, AbstractMove, Point
 from .schedules import AbstractSchedule, Constant
 
@@ -103,12 +103,7 @@ class _AbstractParticleFlow(AbstractSolver):
             raise ValueError(f"moves_per_step must be an integer >= 0, got {self.moves_per_step!r}")
 
     def init(self, target: Energy, family: Particles, key) -> ParticleState:
-        if not isinstance(target, Energy):
-            raise TypeError(f"{type(self).__name__} needs an Energy target, got {type(target).__name__}")
-        if not isinstance(family, Particles):
-            raise TypeError(f"{type(self).__name__} needs a Particles family, got {type(family).__name__}")
-        if target.dim != family.dim:
-            raise ValueError(f"target dim {target.dim} does not match particles dim {family.dim}")
+        check_target_and_family(self, target, family, Energy, Particles, "particles")
         if family.n % self.islands:
             raise ValueError(
                 f"number of particles {family.n} is not divisible by islands={self.islands}"

@@ -36,7 +36,7 @@ from jaxtyping import Array, Float, Int
 from .._estimators import blocking_mean_and_stderr
 from ..families.wavefunction import Wavefunction
 from ..targets.hamiltonian import Hamiltonian
-from ._base import AbstractSolver
+from ._base import AbstractSolver, check_target_and_family
 from .moves import AbstractMove, Point, RandomWalk
 
 
@@ -139,12 +139,7 @@ class _AbstractQMC(AbstractSolver):
             raise ValueError(f"{type(self).__name__} clip must be > 0, got {self.clip}")
 
     def init(self, target: Hamiltonian, family: Wavefunction, key) -> QMCState:
-        if not isinstance(target, Hamiltonian):
-            raise TypeError(f"{type(self).__name__} needs a Hamiltonian target, got {type(target).__name__}")
-        if not isinstance(family, Wavefunction):
-            raise TypeError(f"{type(self).__name__} needs a Wavefunction family, got {type(family).__name__}")
-        if target.dim != family.dim:
-            raise ValueError(f"target dim {target.dim} does not match walkers dim {family.dim}")
+        check_target_and_family(self, target, family, Hamiltonian, Wavefunction, "walkers")
         params = eqx.filter(family.ansatz, eqx.is_inexact_array)
         dtype = family.walkers.dtype
         return QMCState(
