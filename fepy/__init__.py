@@ -26,6 +26,7 @@ from .solvers import (
     WassersteinFisherRao as WassersteinFisherRao,
     VMC as VMC,
     WQMC as WQMC,
+    particle_solver as particle_solver,
     StochasticReconfiguration as StochasticReconfiguration,
 )
 from .targets import Energy as Energy, Hamiltonian as Hamiltonian

@@ -101,11 +101,5 @@ def build(config) -> fepy.Problem:
     family = fepy.Particles.from_base(base, c["particles"], key=jax.random.key(c["seed"]))
     schedule = fepy.Power(max(c["steps"] // 2, 1), exponent=4.0)
     move = fepy.MALA(step_size=c["step_size"])
-    solvers = dict(
-        wfr=fepy.WassersteinFisherRao(schedule=schedule, move=move, islands=c["islands"]),
-        wasserstein=fepy.Wasserstein(schedule=schedule, move=move, islands=c["islands"]),
-        fisher_rao=fepy.FisherRao(schedule=schedule, islands=c["islands"]),
-    )
-    if c["solver"] not in solvers:
-        raise ValueError(f"solver must be one of {sorted(solvers)}, got {c['solver']!r}")
-    return fepy.Problem(target, family, solvers[c["solver"]], c["steps"])
+    solver = fepy.particle_solver(c["solver"], schedule=schedule, move=move, islands=c["islands"])
+    return fepy.Problem(target, family, solver, c["steps"])

@@ -64,12 +64,7 @@ def build(config) -> fepy.Problem:
         move = fepy.HMC(step_size=c["step_size"], num_steps=c["leapfrog_steps"])
     else:
         move = fepy.MALA(step_size=c["step_size"])
-    kw = dict(schedule=schedule, islands=c["islands"])
-    solvers = dict(
-        wfr=fepy.WassersteinFisherRao(move=move, moves_per_step=c["moves_per_step"], **kw),
-        wasserstein=fepy.Wasserstein(move=move, moves_per_step=c["moves_per_step"], **kw),
-        fisher_rao=fepy.FisherRao(**kw),
+    solver = fepy.particle_solver(
+        c["solver"], schedule=schedule, move=move, islands=c["islands"], moves_per_step=c["moves_per_step"]
     )
-    if c["solver"] not in solvers:
-        raise ValueError(f"solver must be one of {sorted(solvers)}, got {c['solver']!r}")
-    return fepy.Problem(target, family, solvers[c["solver"]], c["steps"])
+    return fepy.Problem(target, family, solver, c["steps"])

@@ -5,6 +5,7 @@ from .particle_flows import (
     ParticleState as ParticleState,
     Wasserstein as Wasserstein,
     WassersteinFisherRao as WassersteinFisherRao,
+    particle_solver as particle_solver,
 )
 from .qmc import VMC as VMC, WQMC as WQMC, StochasticReconfiguration as StochasticReconfiguration
 from .schedules import (

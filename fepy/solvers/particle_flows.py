@@ -286,3 +286,19 @@ class WassersteinFisherRao(_AbstractParticleFlow):
     islands: int = 16
     resample_threshold: float = 0.5
     moves_per_step: int = 1
+
+
+PARTICLE_SOLVERS = ("wfr", "wasserstein", "fisher_rao")
+
+
+def particle_solver(
+    name: str, *, schedule: AbstractSchedule, move: AbstractMove, islands: int = 16, moves_per_step: int = 1
+) -> _AbstractParticleFlow:
+    """A particle solver by its config name: ``wfr``, ``wasserstein`` or ``fisher_rao`` (which ignores ``move``)."""
+    if name == "wfr":
+        return WassersteinFisherRao(schedule=schedule, move=move, islands=islands, moves_per_step=moves_per_step)
+    if name == "wasserstein":
+        return Wasserstein(schedule=schedule, move=move, islands=islands, moves_per_step=moves_per_step)
+    if name == "fisher_rao":
+        return FisherRao(schedule=schedule, islands=islands)
+    raise ValueError(f"solver must be one of {PARTICLE_SOLVERS}, got {name!r}")
