@@ -185,7 +185,7 @@ class BlackJAXTemperedSMC:
         kind = type(move).__name__
         if kind == "MALA":
             step_fn, init_fn = blackjax.mala.build_kernel(), blackjax.mala.init
-            self.kernel_name, self.evals_per_move, extra = "mala", 1, {}
+            self.kernel_name, self.evals_per_move = "mala", 1
         elif kind == "HMC":
             hmc_kernel = blackjax.hmc.build_kernel()
             leapfrog = int(move.num_steps)

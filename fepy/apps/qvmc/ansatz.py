@@ -28,24 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ..._validate import concrete, to_float_array
 from ._geometry import electron_distances, pair_sum
-
-
-def _float_array(a) -> Array:
-    return jnp.asarray(a, dtype=jnp.result_type(float))
 
 
 def _inverse_softplus(y):
     """``log(exp(y) - 1)``, so that ``softplus`` of the result is ``y > 0``."""
     return y + jnp.log(-jnp.expm1(-y))
-
-
-def _concrete_float(a) -> float | None:
-    """``a`` as a Python float, or None when it is traced (no check possible then)."""
-    try:
-        return float(a)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return None
 
 
 def _log_sum_signed(
@@ -88,7 +77,7 @@ class GaussianAnsatz(AbstractAnsatz):
     :math:`E_{loc} = \omega\dim/2` everywhere. ``omega`` is trainable.
     """
 
-    omega: Float[Array, ""] = eqx.field(converter=_float_array)
+    omega: Float[Array, ""] = eqx.field(converter=to_float_array)
 
     def signed_log(self, x):
         return jnp.ones((), x.dtype), -0.5 * self.omega * jnp.sum(x * x)
@@ -96,7 +85,7 @@ class GaussianAnsatz(AbstractAnsatz):
     def __check_init__(self):
         if self.omega.ndim != 0:
             raise ValueError(f"GaussianAnsatz omega must be a scalar, got shape {self.omega.shape}")
-        omega = _concrete_float(self.omega)
+        omega = concrete(self.omega)
         if omega is not None and not (math.isfinite(omega) and omega > 0):
             raise ValueError(f"GaussianAnsatz omega must be finite and > 0, got {omega}")
 
@@ -120,7 +109,7 @@ class HydrogenicAnsatz(AbstractAnsatz):
     :math:`\alpha = 27/16` with :math:`E = -(27/16)^2 = -2.8477` Ha. ``alpha`` is trainable.
     """
 
-    alpha: Float[Array, ""] = eqx.field(converter=_float_array)
+    alpha: Float[Array, ""] = eqx.field(converter=to_float_array)
     nuclei: tuple[tuple[float, float, float], ...] = eqx.field(
         static=True, default=(0.0, 0.0, 0.0), converter=lambda n: _points(n, "HydrogenicAnsatz")
     )
@@ -134,7 +123,7 @@ class HydrogenicAnsatz(AbstractAnsatz):
             raise ValueError(f"HydrogenicAnsatz alpha must be a scalar, got shape {self.alpha.shape}")
         if len(self.nuclei) != 1:
             raise ValueError(f"HydrogenicAnsatz takes one nucleus, got {len(self.nuclei)}")
-        alpha = _concrete_float(self.alpha)
+        alpha = concrete(self.alpha)
         if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"HydrogenicAnsatz alpha must be finite and > 0, got {alpha}")
 
@@ -177,7 +166,7 @@ class CuspJastrow(eqx.Module):
 
     def __init__(self, n_up: int, b: float = 1.0):
         self.n_up = n_up
-        self.b_raw = _inverse_softplus(_float_array(b))
+        self.b_raw = _inverse_softplus(to_float_array(b))
 
     @property
     def b(self) -> Float[Array, ""]:
@@ -209,7 +198,7 @@ def _aufbau(shells, n_basis: int, n_basis_per_atom: int, key, perturbation: floa
     for k, (_, atom, n) in enumerate(shells):
         c[k, atom * n_basis_per_atom + n] = 1.0
     noise = jax.random.normal(key, c.shape, dtype=jnp.result_type(float))
-    return _float_array(c) + perturbation * noise
+    return to_float_array(c) + perturbation * noise
 
 
 class SlaterJastrow(AbstractAnsatz):
@@ -264,7 +253,7 @@ class SlaterJastrow(AbstractAnsatz):
             )
         self.nuclei, self.charges, self.n_up, self.n_down = nuclei, charges, n_up, n_down
         zeta = np.array([[_shell_exponent(z, n) for n in range(1, n_basis_per_atom + 1)] for z in charges])
-        self.zeta_raw = _inverse_softplus(_float_array(zeta))
+        self.zeta_raw = _inverse_softplus(to_float_array(zeta))
         # Shells (energy, atom A, n - 1) in aufbau order; basis index A * n_basis_per_atom + n - 1.
         shells = [(-0.5 * zeta[a, n] ** 2, a, n) for a, n in np.ndindex(zeta.shape)]
         up = sorted(shells, key=lambda s: (s[0], s[1]))
@@ -320,7 +309,7 @@ class _Orbitals(eqx.Module):
         self.linear = eqx.nn.Linear(width, determinants * n, key=key)
         sigma = [[_shell_exponent(z, k + 1) for z in charges] for k in range(n)] * determinants
         self.pi = jnp.ones((determinants * n, len(charges)), jnp.result_type(float))
-        self.sigma_raw = _inverse_softplus(_float_array(np.reshape(sigma, (determinants * n, len(charges)))))
+        self.sigma_raw = _inverse_softplus(to_float_array(np.reshape(sigma, (determinants * n, len(charges)))))
 
     def __call__(
         self, h: Float[Array, "n width"], r_ae: Float[Array, "n n_atoms"]

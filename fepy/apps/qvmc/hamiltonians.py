@@ -13,11 +13,11 @@ so :meth:`~fepy.Hamiltonian.local_energy` gives
 import math
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..._validate import concrete, to_float_array
 from ...targets.hamiltonian import Hamiltonian
 from ._geometry import electron_distances, min_distance, pair_sum, safe_norm
 
@@ -28,20 +28,6 @@ _HUND = {
     9: (5, 4), 10: (5, 5), 11: (6, 5), 12: (6, 6), 13: (7, 6), 14: (8, 6), 15: (9, 6),
     16: (9, 7), 17: (9, 8), 18: (9, 9),
 }
-
-
-def _float_array(a) -> Array:
-    return jnp.asarray(a, dtype=jnp.result_type(float))
-
-
-def _concrete(a) -> np.ndarray | None:
-    """``a`` as a NumPy array, or None when it is traced (checked at the call site then)."""
-    try:
-        return np.asarray(a)
-    except jax.errors.ConcretizationTypeError:
-        return None
-    except jax.errors.TracerArrayConversionError:
-        return None
 
 
 def _count(value):
@@ -87,8 +73,8 @@ class MolecularHamiltonian(Hamiltonian):
     common cases.
     """
 
-    charges: Float[Array, " n_atoms"] = eqx.field(converter=_float_array)
-    nuclei: Float[Array, "n_atoms 3"] = eqx.field(converter=_float_array)
+    charges: Float[Array, " n_atoms"] = eqx.field(converter=to_float_array)
+    nuclei: Float[Array, "n_atoms 3"] = eqx.field(converter=to_float_array)
     n_up: int = eqx.field(static=True, converter=_count)
     n_down: int = eqx.field(static=True, converter=_count)
 
@@ -126,10 +112,10 @@ class MolecularHamiltonian(Hamiltonian):
     @classmethod
     def diatomic(cls, Z1: float, Z2: float, R: float, n_up: int, n_down: int) -> "MolecularHamiltonian":
         """Nuclei ``Z1`` at (0, 0, -R/2) and ``Z2`` at (0, 0, +R/2), bond length ``R`` > 0 in bohr."""
-        R_value = _concrete(R)
+        R_value = concrete(R)
         if R_value is not None and not (np.ndim(R_value) == 0 and np.isfinite(R_value) and R_value > 0):
             raise ValueError(f"diatomic bond length R must be a finite scalar > 0 bohr, got {R!r}")
-        half = 0.5 * _float_array(R)
+        half = 0.5 * to_float_array(R)
         zero = jnp.zeros_like(half)
         nuclei = jnp.stack([jnp.stack([zero, zero, -half]), jnp.stack([zero, zero, half])])
         return cls(charges=[Z1, Z2], nuclei=nuclei, n_up=n_up, n_down=n_down)
@@ -168,7 +154,7 @@ class MolecularHamiltonian(Hamiltonian):
                 f"MolecularHamiltonian nuclei must have shape (n_atoms, 3) = ({self.charges.shape[0]}, 3) "
                 f"to match the charges, got {self.nuclei.shape}"
             )
-        charges, nuclei = _concrete(self.charges), _concrete(self.nuclei)
+        charges, nuclei = concrete(self.charges), concrete(self.nuclei)
         if charges is not None and not np.all(np.isfinite(charges) & (charges > 0)):
             raise ValueError(f"MolecularHamiltonian charges must be finite and > 0, got {charges}")
         if nuclei is not None:
@@ -193,7 +179,7 @@ class HarmonicTrap(Hamiltonian):
     shells instead and are not described by this ground state.
     """
 
-    omega: Float[Array, ""] = eqx.field(converter=_float_array)
+    omega: Float[Array, ""] = eqx.field(converter=to_float_array)
     n_particles: int = eqx.field(static=True, default=1, converter=_count)
     space_dim: int = eqx.field(static=True, default=3, converter=_count)
 
@@ -226,6 +212,6 @@ class HarmonicTrap(Hamiltonian):
             )
         if self.omega.ndim != 0:
             raise ValueError(f"HarmonicTrap omega must be a scalar, got shape {self.omega.shape}")
-        omega = _concrete(self.omega)
+        omega = concrete(self.omega)
         if omega is not None and not (math.isfinite(float(omega)) and float(omega) > 0):
             raise ValueError(f"HarmonicTrap omega must be finite and > 0, got {float(omega)}")
