@@ -5,7 +5,7 @@ from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
 from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
 from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
-from .families import Particles as Particles, Wavefunction as Wavefunction
+from .families import Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,
     MALA as MALA,
@@ -29,6 +29,11 @@ from .solvers import (
     particle_solver as particle_solver,
     StochasticReconfiguration as StochasticReconfiguration,
 )
-from .targets import Energy as Energy, Hamiltonian as Hamiltonian
+from .targets import (
+    AbstractExcessFunctional as AbstractExcessFunctional,
+    Energy as Energy,
+    GrandPotential as GrandPotential,
+    Hamiltonian as Hamiltonian,
+)
 
 __version__ = "0.1.0"

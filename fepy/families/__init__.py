@@ -1,2 +1,3 @@
 from .particles import Particles as Particles
 from .wavefunction import Wavefunction as Wavefunction
+from .grid import Grid as Grid, GridDensity as GridDensity

@@ -1,2 +1,3 @@
 from .energy import Energy as Energy
 from .hamiltonian import Hamiltonian as Hamiltonian
+from .functional import AbstractExcessFunctional as AbstractExcessFunctional, GrandPotential as GrandPotential

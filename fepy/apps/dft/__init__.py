@@ -1,0 +1,1 @@
+"""Classical density functional theory: functionals, simulation data and neural functionals (kT, σ units)."""
