@@ -25,6 +25,7 @@ learning rate); the Wasserstein-Fisher-Rao flow adds both directions.
 """
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -121,14 +122,16 @@ class _AbstractQMC(AbstractSolver):
     clip: eqx.AbstractVar[float]
     window: eqx.AbstractVar[int]
     hutchinson_samples: eqx.AbstractVar[int]
+    needs_force: ClassVar[bool] = False  # the direction uses grad_x E_loc of each walker
 
     @abc.abstractmethod
-    def direction(self, target, ansatz, walkers, local_energy, finite, key):
+    def direction(self, ansatz, walkers, local_energy, force, finite):
         """The parameter gradient (a pytree like the ansatz's parameters) for the optimizer.
 
         ``walkers`` whose ``local_energy`` was not finite (``~finite``) have already been
         replaced by copies of healthy ones, so every derivative is finite; they must be
-        given zero weight."""
+        given zero weight. ``force`` is :math:`\\nabla_x E_{loc}` at the walkers before the
+        replacement when ``needs_force``, else None."""
 
     def __check_init__(self):
         for name in ("mcmc_steps", "window"):
@@ -150,7 +153,9 @@ class _AbstractQMC(AbstractSolver):
         )
 
     def step(self, target: Hamiltonian, family: Wavefunction, state: QMCState, key):
-        key_mcmc, key_energy, key_direction, key_reset = jax.random.split(key, 4)
+        # four keys, the third unused since WQMC's force shares the energy's keys: the
+        # streams of the other three stay those of earlier releases (same runs, same numbers)
+        key_mcmc, key_energy, _, key_reset = jax.random.split(key, 4)
         evaluate = _walker_evaluator(family.ansatz, self.sampler.needs_gradient)
 
         def mcmc(points, k):
@@ -167,9 +172,11 @@ class _AbstractQMC(AbstractSolver):
 
         walkers = points.x
         keys = jax.random.split(key_energy, family.n)
-        local_energy = jax.vmap(
-            lambda x, k: target.local_energy(family.ansatz, x, k, self.hutchinson_samples)
-        )(walkers, keys)
+        energy_of_x = lambda x, k: target.local_energy(family.ansatz, x, k, self.hutchinson_samples)  # noqa: E731
+        if self.needs_force:  # value and gradient in one pass
+            local_energy, force = jax.vmap(jax.value_and_grad(energy_of_x))(walkers, keys)
+        else:
+            local_energy, force = jax.vmap(energy_of_x)(walkers, keys), None
         finite = jnp.isfinite(local_energy) & jnp.isfinite(points.log_target)
         weights = finite / jnp.sum(finite)
         safe_energy = jnp.where(finite, local_energy, 0.0)
@@ -182,7 +189,7 @@ class _AbstractQMC(AbstractSolver):
         walkers = jnp.where(finite[:, None], walkers, walkers[donors])
 
         params = eqx.filter(family.ansatz, eqx.is_inexact_array)
-        direction = self.direction(target, family.ansatz, walkers, local_energy, finite, key_direction)
+        direction = self.direction(family.ansatz, walkers, local_energy, force, finite)
         updates, opt_state = self.optimizer.update(direction, state.opt_state, params)
         ansatz = eqx.apply_updates(family.ansatz, updates)
 
@@ -234,7 +241,7 @@ class VMC(_AbstractQMC):
     window: int = 100
     hutchinson_samples: int = 0
 
-    def direction(self, target, ansatz, walkers, local_energy, finite, key):
+    def direction(self, ansatz, walkers, local_energy, force, finite):
         return _fisher_rao_direction(ansatz, walkers, local_energy, finite, self.clip, self.sr)
 
 
@@ -245,7 +252,8 @@ class WQMC(_AbstractQMC):
     (module docstring), with each walker's :math:`\nabla_x E_{loc}` clipped to at most
     ``clip`` times the median norm. With ``fisher_rao > 0`` the VMC direction, times
     ``fisher_rao``, is added: the Wasserstein-Fisher-Rao flow. Costs one more
-    derivative than VMC (the gradient of the local energy).
+    derivative than VMC (the gradient of the local energy, taken in the same pass as
+    its value).
     """
 
     optimizer: optax.GradientTransformation
@@ -255,11 +263,9 @@ class WQMC(_AbstractQMC):
     clip: float = 5.0
     window: int = 100
     hutchinson_samples: int = 0
+    needs_force: ClassVar[bool] = True
 
-    def direction(self, target, ansatz, walkers, local_energy, finite, key):
-        keys = jax.random.split(key, walkers.shape[0])
-        energy_of_x = lambda x, k: target.local_energy(ansatz, x, k, self.hutchinson_samples)  # noqa: E731
-        force = jax.vmap(jax.grad(energy_of_x))(walkers, keys)  # grad_x E_loc
+    def direction(self, ansatz, walkers, local_energy, force, finite):
         ok = finite & jnp.all(jnp.isfinite(force), axis=-1)
         norms = jnp.linalg.norm(jnp.where(ok[:, None], force, 0.0), axis=-1)
         cap = self.clip * jnp.nanmedian(jnp.where(ok, norms, jnp.nan))
