@@ -90,17 +90,17 @@ def table(result: dict) -> str:
 
 def qmc_table(result: dict) -> str:
     cfg = result["config"]
-    head = ["model", "method", "lr", "steps", "E (Ha) ± stderr", "err (mHa)", "steps to 1.6 mHa",
+    head = ["model", "method", "seed", "lr", "steps", "E (Ha) ± stderr", "err (mHa)", "steps to 1.6 mHa",
             "stays within from", "wall to 1.6 mHa (s)", "ms / step", "compile s", "NetKet / fepy step"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["qmc_rows"]:
         if not r.get("ok"):
-            lines.append(f"| {r['model']} | {r['method']} | {r.get('learning_rate', '–')} | {r['steps']} | "
-                         f"failed: {r.get('error', '')[:120]} |" + " |" * (len(head) - 5))
+            lines.append(f"| {r['model']} | {r['method']} | {r.get('seed', cfg['seed'])} | {r.get('learning_rate', '–')} | "
+                         f"{r['steps']} | failed: {r.get('error', '')[:120]} |" + " |" * (len(head) - 6))
             continue
         first = r["steps_to_chem_acc"]
         cells = [
-            r["model"], r["method"], f"{r['learning_rate']:g}", str(r["steps"]),
+            r["model"], r["method"], str(r.get("seed", cfg["seed"])), f"{r['learning_rate']:g}", str(r["steps"]),
             f"{r['energy']:.5f} ± {r['energy_stderr']:.5f}", f"{r['err_mha']:+.2f}",
             "not reached" if first is None else str(first),
             "–" if r["steps_to_stay_in_chem_acc"] is None else str(r["steps_to_stay_in_chem_acc"]),
@@ -111,9 +111,19 @@ def qmc_table(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     title = (
         f"### `{result['name']}`: {cfg['walkers']} walkers, FermiNet hidden {cfg['hidden']}x2, "
-        f"{cfg['determinants']} determinants, {cfg['mcmc_steps']} random-walk moves/step, seed {cfg['seed']}, "
+        f"{cfg['determinants']} determinants, {cfg['mcmc_steps']} random-walk moves/step, "
         f"energy = mean of the last {cfg['window']} steps (blocking stderr)"
     )
+    means = result.get("seed_means") or []
+    if means:
+        lines += ["", "Over seeds (" + ", ".join(sorted({m["model"] for m in means})) + "):", "",
+                  "| model | method | seeds | mean err ± sd (mHa) | steps to 1.6 mHa | stays within from |",
+                  "|---|---|---|---|---|---|"]
+        for m in means:
+            err = "–" if m["mean_err_mha"] is None else f"{m['mean_err_mha']:+.2f} ± {_f(m['sd_err_mha'], '{:.2f}')}"
+            fmt = lambda xs: ", ".join("–" if x is None else str(x) for x in xs)  # noqa: E731
+            lines.append(f"| {m['model']} | {m['method']} | {len(m['seeds'])} ({m['failed']} failed) | {err} | "
+                         f"{fmt(m['steps_to_chem_acc'])} | {fmt(m['steps_to_stay_in_chem_acc'])} |")
     env = result["environment"]
     nk = next((r["netket"] for r in result["qmc_rows"] if r.get("netket")), None)
     nk_line = (f" NetKet side: netket {nk['versions']['netket']}, jax {nk['versions']['jax']}, "

@@ -1,4 +1,4 @@
-"""The ``qmc`` entry: VMC, VMC+SR, WQMC and WFR on He and H2 with one FermiNet, and NetKet on He.
+"""The ``qmc`` entry: VMC, VMC+SR, WQMC and WFR with one FermiNet on He, H2, Li, Be and LiH, and NetKet on He.
 
 ``python -m benchmarks qmc`` runs `qmc_benchmark`; ``python -m benchmarks.qmc --tune`` runs
 the short learning-rate scans whose results (``results/qmc_tuning.json``) the benchmark
@@ -33,13 +33,21 @@ CONFIG = dict(
     mcmc_steps=10,
     step_size=0.3,
     window=200,
-    models=dict(helium=dict(steps=1500), h2=dict(steps=1000)),
-    learning_rates=dict(vmc=1e-2, vmc_sr=0.03, wqmc=1e-2, wfr=1e-2),  # He scans; reused for H2
+    # He: every solver over three seeds (the WQMC-vs-VMC claim needs more than one run);
+    # the heavier systems: the three geometries (Adam VMC, SR VMC, WQMC), seed 0
+    models=dict(
+        helium=dict(steps=1500, solvers=SOLVERS, seeds=[0, 1, 2]),
+        h2=dict(steps=1000, solvers=SOLVERS, seeds=[0]),
+        lithium=dict(steps=2000, solvers=("vmc", "vmc_sr", "wqmc"), seeds=[0]),
+        beryllium=dict(steps=2000, solvers=("vmc", "vmc_sr", "wqmc"), seeds=[0]),
+        lih=dict(steps=2000, solvers=("vmc", "vmc_sr", "wqmc"), seeds=[0]),
+    ),
+    learning_rates=dict(vmc=1e-2, vmc_sr=0.03, wqmc=1e-2, wfr=1e-2),  # He scans; reused for the others
     warmup_steps=100,  # one chunk: the compiled step of the timed run
     netket=dict(models=["helium"], variants=["adam", "sr"]),
 )
 QUICK = dict(
-    models=dict(helium=dict(steps=200), h2=dict(steps=100)),
+    models=dict(helium=dict(steps=200, solvers=SOLVERS, seeds=[0]), h2=dict(steps=100, solvers=SOLVERS, seeds=[0])),
     walkers=128,
     window=50,
     netket=dict(models=["helium"], variants=["adam"]),
@@ -94,15 +102,15 @@ def _blocks(x, block: int = TRACE_BLOCK):
     return [None if not math.isfinite(v) else float(v) for v in x[: n * block].reshape(n, block).mean(axis=1)]
 
 
-def run_fepy(model_name: str, solver: str, cfg: dict, steps: int, log=print) -> dict:
+def run_fepy(model_name: str, solver: str, cfg: dict, steps: int, seed: int, log=print) -> dict:
     """One warm-up call (compilation + ``warmup_steps``) and one timed call of the same problem."""
     import fepy
 
     model = load_model(model_name)
     exact = float(model.REFERENCE["energy"])
-    problem = model.build(_model_config(cfg, model_name, solver, steps, cfg["seed"]))
-    key = jax.random.key(cfg["seed"])
-    record = dict(model=model_name, method=f"fepy_{solver}", solver=solver, steps=steps,
+    problem = model.build(_model_config(cfg, model_name, solver, steps, seed))
+    key = jax.random.key(seed)
+    record = dict(model=model_name, method=f"fepy_{solver}", solver=solver, steps=steps, seed=seed,
                   learning_rate=cfg["learning_rates"][solver], exact_energy=exact)
     try:
         t0 = time.perf_counter()
@@ -115,7 +123,7 @@ def run_fepy(model_name: str, solver: str, cfg: dict, steps: int, log=print) -> 
         wall = time.perf_counter() - t0
     except fepy.NonFiniteError as err:  # reported, not hidden
         record.update(ok=False, error=str(err))
-        log(f"  qmc {model_name} {solver}: FAILED {err}")
+        log(f"  qmc {model_name} {solver} seed {seed}: FAILED {err}")
         return record
     per_step = wall / steps
     energy = np.asarray(sol.trace["energy"], float)
@@ -135,7 +143,7 @@ def run_fepy(model_name: str, solver: str, cfg: dict, steps: int, log=print) -> 
         trace_variance=_blocks(sol.trace["variance"]),
         **convergence(energy, exact, per_step),
     )
-    log(f"  qmc {model_name} {solver}: E = {record['energy']:.6f} ± {record['energy_stderr']:.6f} "
+    log(f"  qmc {model_name} {solver} seed {seed}: E = {record['energy']:.6f} ± {record['energy_stderr']:.6f} "
         f"({record['err_mha']:+.2f} mHa), chem. acc. at step {record['steps_to_chem_acc']}, "
         f"{record['per_step_ms']:.1f} ms/step, compile {record['compile_s']:.1f} s")
     return record
@@ -160,7 +168,8 @@ def netket_python() -> tuple[str | None, str]:
 
 def run_netket(model_name: str, variant: str, cfg: dict, steps: int, fepy_lr: dict, log=print) -> dict:
     exact = float(load_model(model_name).REFERENCE["energy"])
-    record = dict(model=model_name, method=f"netket_{variant}", solver=variant, steps=steps, exact_energy=exact)
+    record = dict(model=model_name, method=f"netket_{variant}", solver=variant, steps=steps, seed=cfg["seed"],
+                  exact_energy=exact)
     if model_name != "helium":
         return dict(record, ok=False, error="NetKet side implemented for He only")
     py, why = netket_python()
@@ -208,15 +217,16 @@ def qmc_benchmark(*, quick: bool = False, log=print) -> dict:
     tuning = json.loads(tuning_path.read_text()) if tuning_path.exists() else None
     rows = []
     for model_name, m in cfg["models"].items():
-        for solver in SOLVERS:
-            rows.append(run_fepy(model_name, solver, cfg, m["steps"], log))
+        for seed in m["seeds"]:
+            for solver in m["solvers"]:
+                rows.append(run_fepy(model_name, solver, cfg, m["steps"], seed, log))
         if model_name in cfg["netket"]["models"]:
             for variant in cfg["netket"]["variants"]:
                 rows.append(run_netket(model_name, variant, cfg, m["steps"], cfg["learning_rates"], log))
     # NetKet / fepy per-step time ratios at the same optimiser
     for r in rows:
         if r["method"].startswith("netket") and r.get("ok"):
-            fe = next((x for x in rows if x["model"] == r["model"] and x.get("ok")
+            fe = next((x for x in rows if x["model"] == r["model"] and x.get("ok") and x["seed"] == r["seed"]
                        and x["solver"] == ("vmc_sr" if r["solver"] == "sr" else "vmc")), None)
             if fe:
                 r["per_step_ratio_vs_fepy"] = r["per_step_ms"] / fe["per_step_ms"]
@@ -226,7 +236,28 @@ def qmc_benchmark(*, quick: bool = False, log=print) -> dict:
         running_window=RUNNING_WINDOW, trace_block=TRACE_BLOCK, chemical_accuracy_mha=CHEMICAL_ACCURACY_MHA,
         model_defaults=_jsonable(load_model("helium").DEFAULTS), ansatz="ferminet",
     )
-    return dict(kind="qmc", config=config, qmc_rows=rows, tuning=tuning)
+    return dict(kind="qmc", config=config, qmc_rows=rows, seed_means=seed_means(rows), tuning=tuning)
+
+
+def seed_means(rows: list[dict]) -> list[dict]:
+    """Per (model, method) over its seeds: mean error and the mean / each of the step counts to 1.6 mHa."""
+    out = []
+    groups = {}
+    for r in rows:
+        if r["method"].startswith("fepy"):
+            groups.setdefault((r["model"], r["method"]), []).append(r)
+    for (model, method), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        ok = [r for r in runs if r.get("ok")]
+        out.append(dict(
+            model=model, method=method, seeds=[r["seed"] for r in runs], failed=len(runs) - len(ok),
+            mean_err_mha=float(np.mean([r["err_mha"] for r in ok])) if ok else None,
+            sd_err_mha=float(np.std([r["err_mha"] for r in ok], ddof=1)) if len(ok) > 1 else None,
+            steps_to_chem_acc=[r["steps_to_chem_acc"] for r in ok],
+            steps_to_stay_in_chem_acc=[r["steps_to_stay_in_chem_acc"] for r in ok],
+        ))
+    return out
 
 
 def tune(log=print) -> dict:
@@ -270,11 +301,16 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result["qmc_rows"] if r.get("ok")]
+    seed = result["config"]["seed"]
+    rows = [r for r in result["qmc_rows"] if r.get("ok") and r.get("seed", seed) == seed]
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
+    columns = min(3, len(models))
+    rows_of_panels = -(-len(models) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(6 * columns, 4.2 * rows_of_panels), squeeze=False)
     block = result["config"]["trace_block"]
-    for ax, model in zip(axes[0], models):
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax, model in zip(axes.flat, models):
         for r in (x for x in rows if x["model"] == model):
             e = np.array([np.nan if v is None else v for v in r["trace_energy"]])
             err = 1000 * np.abs(running_mean(e, max(1, RUNNING_WINDOW // block)) - r["exact_energy"])
@@ -286,7 +322,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("step")
         ax.set_ylabel(f"|E - E_exact| (mHa), trailing {RUNNING_WINDOW}-step mean")
         ax.set_title(f"{model}: {result['config']['walkers']} walkers, FermiNet "
-                     f"{result['config']['hidden']}x2, {result['config']['determinants']} dets (CPU)")
+                     f"{result['config']['hidden']}x2, {result['config']['determinants']} dets, seed {seed} (CPU)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
