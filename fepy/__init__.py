@@ -34,6 +34,7 @@ from .targets import (
     Energy as Energy,
     GrandPotential as GrandPotential,
     Hamiltonian as Hamiltonian,
+    SumFunctional as SumFunctional,
 )
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ For a uniform density :math:`\sum_k c_k = \int w` exactly, so bulk quantities co
 through the weighted densities are exact to round-off.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +25,15 @@ def _hat(t):
     return np.maximum(0.0, 1.0 - np.abs(t))
 
 
-def kernel_weights(kernel: Callable[[np.ndarray], np.ndarray], radius: float, dx: float, order: int = 8) -> np.ndarray:
+def kernel_weights(
+    kernel: Callable[[np.ndarray], np.ndarray], radius: float, dx: float, order: int = 8, breaks: Sequence[float] = ()
+) -> np.ndarray:
     r"""Weights :math:`c_k`, :math:`k = -m \dots m` (``m = ceil(radius/dx)``), of a kernel supported on [-radius, radius].
 
     ``kernel`` maps NumPy offsets s (σ) to w(s); it must be smooth (polynomial) inside
-    the support. Returns an array of length ``2m + 1``, index ``k + m``.
+    the support, or between the points ``breaks`` where it is not (where it or a
+    derivative jumps), which are added to the breakpoints of the quadrature. Returns an
+    array of length ``2m + 1``, index ``k + m``.
     """
     m = int(np.ceil(radius / dx - 1e-12))
     nodes, gauss = np.polynomial.legendre.leggauss(order)
@@ -38,8 +42,8 @@ def kernel_weights(kernel: Callable[[np.ndarray], np.ndarray], radius: float, dx
         lo, hi = max((k - 1) * dx, -radius), min((k + 1) * dx, radius)
         if hi <= lo:
             continue
-        breaks = np.unique(np.clip([lo, k * dx, hi], lo, hi))
-        for a, b in zip(breaks[:-1], breaks[1:]):
+        points = np.unique(np.clip([lo, k * dx, hi, *breaks], lo, hi))
+        for a, b in zip(points[:-1], points[1:]):
             s = 0.5 * (b - a) * nodes + 0.5 * (a + b)
             out[k + m] += 0.5 * (b - a) * np.sum(gauss * kernel(s) * _hat(s / dx - k))
     return out

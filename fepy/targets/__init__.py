@@ -1,3 +1,7 @@
 from .energy import Energy as Energy
 from .hamiltonian import Hamiltonian as Hamiltonian
-from .functional import AbstractExcessFunctional as AbstractExcessFunctional, GrandPotential as GrandPotential
+from .functional import (
+    AbstractExcessFunctional as AbstractExcessFunctional,
+    GrandPotential as GrandPotential,
+    SumFunctional as SumFunctional,
+)

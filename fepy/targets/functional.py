@@ -81,6 +81,32 @@ class AbstractExcessFunctional(eqx.Module):
         """An upper bound of the bulk density (close packing); used by :meth:`bulk_density`."""
         return 10.0
 
+    def __add__(self, other: "AbstractExcessFunctional") -> "SumFunctional":
+        """``a + b``: the `SumFunctional` of both (sums are flattened)."""
+        if not isinstance(other, AbstractExcessFunctional):
+            return NotImplemented
+        return SumFunctional(tuple(t for f in (self, other) for t in (f.terms if isinstance(f, SumFunctional) else (f,))))
+
+
+class SumFunctional(AbstractExcessFunctional):
+    r""":math:`\beta F_{exc} = \sum_k \beta F_k`, e.g. hard-sphere repulsion plus a mean-field attraction.
+
+    Made by ``+``; free energies, bulk free-energy densities (hence derivatives, chemical
+    potentials and pressures) add, and the bulk density is bounded by the smallest
+    :meth:`max_density` of the terms.
+    """
+
+    terms: tuple[AbstractExcessFunctional, ...]
+
+    def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
+        return sum(term.free_energy(rho, grid, rho_bulk) for term in self.terms)
+
+    def bulk_free_energy_density(self, rho: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
+        return sum(term.bulk_free_energy_density(rho) for term in self.terms)
+
+    def max_density(self) -> float:
+        return min(term.max_density() for term in self.terms)
+
 
 class GrandPotential(eqx.Module):
     r"""The grand potential :math:`\beta\Omega[\rho]` on a grid (module docstring), kT units.
