@@ -23,7 +23,10 @@ coordinates, shape ``(3 * n_electrons,)``, spin-up electrons first.
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
+
+from ..._validate import concrete
 
 
 def min_distance(dtype) -> float:
@@ -43,6 +46,33 @@ def safe_norm(
     dtype = d.dtype if jnp.issubdtype(d.dtype, jnp.floating) else jnp.result_type(float)
     floor = min_distance(dtype) ** 2
     return jnp.sqrt(jnp.maximum(jnp.sum(d * d, axis=axis, keepdims=keepdims), floor))
+
+
+def check_molecule(name: str, nuclei, charges, n_up, n_down) -> None:
+    """ValueError unless the molecule is well formed: ``n_up``, ``n_down`` integers >= 0 with at
+    least one electron; ``charges`` of shape (n_atoms,), finite and > 0; ``nuclei`` of shape
+    (n_atoms, 3), finite and at distinct positions. Traced arrays have their shapes checked only."""
+    for label, n in (("n_up", n_up), ("n_down", n_down)):
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"{name} {label} must be an integer >= 0, got {n!r}")
+    if n_up + n_down < 1:
+        raise ValueError(f"{name} needs at least one electron")
+    if charges.ndim != 1 or charges.shape[0] < 1:
+        raise ValueError(f"{name} charges must have shape (n_atoms,) with n_atoms >= 1, got {charges.shape}")
+    if nuclei.shape != (charges.shape[0], 3):
+        raise ValueError(
+            f"{name} nuclei must have shape (n_atoms, 3) = ({charges.shape[0]}, 3) to match the charges, "
+            f"got {nuclei.shape}"
+        )
+    charges, nuclei = concrete(charges), concrete(nuclei)
+    if charges is not None and not np.all(np.isfinite(charges) & (charges > 0)):
+        raise ValueError(f"{name} charges must be finite and > 0, got {charges}")
+    if nuclei is not None:
+        if not np.all(np.isfinite(nuclei)):
+            raise ValueError(f"{name} nuclei positions must be finite, got {nuclei}")
+        gaps = np.linalg.norm(nuclei[:, None, :] - nuclei[None, :, :], axis=-1)[np.triu_indices(len(nuclei), k=1)]
+        if np.any(gaps <= min_distance(nuclei.dtype)):
+            raise ValueError(f"{name} nuclei must be at distinct positions")
 
 
 def electron_positions(x: Float[Array, " dim"]) -> Float[Array, "n_el 3"]:

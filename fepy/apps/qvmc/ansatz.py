@@ -29,7 +29,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..._validate import concrete, to_float_array
-from ._geometry import electron_distances, pair_sum
+from ._geometry import check_molecule, electron_distances, pair_sum
 
 
 def _inverse_softplus(y):
@@ -132,15 +132,7 @@ def _check_system(name: str, nuclei, charges, n_up, n_down):
     """Static nuclei and charges of a molecule, after checking them and the spin occupations."""
     points = _points(nuclei, name)
     charges = np.asarray(charges, dtype=float).reshape(-1)
-    if charges.shape != (len(points),) or not np.all(np.isfinite(charges) & (charges > 0)):
-        raise ValueError(
-            f"{name} charges must be finite, > 0 and one per nucleus ({len(points)}), got {charges}"
-        )
-    for label, n in (("n_up", n_up), ("n_down", n_down)):
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-            raise ValueError(f"{name} {label} must be an integer >= 0, got {n!r}")
-    if n_up + n_down < 1:
-        raise ValueError(f"{name} needs at least one electron")
+    check_molecule(name, np.asarray(points), charges, n_up, n_down)
     return points, tuple(map(float, charges)), int(n_up), int(n_down)
 
 

@@ -19,7 +19,7 @@ from jaxtyping import Array, Float
 
 from ..._validate import concrete, to_float_array
 from ...targets.hamiltonian import Hamiltonian
-from ._geometry import electron_distances, min_distance, pair_sum, safe_norm
+from ._geometry import check_molecule, electron_distances, pair_sum, safe_norm
 
 # Ground-state (Hund's rule) spin occupations (n_up, n_down) of the neutral atoms H..Ar,
 # used by MolecularHamiltonian.atom when the occupations are not given.
@@ -142,28 +142,7 @@ class MolecularHamiltonian(Hamiltonian):
                 f"MolecularHamiltonian needs n_up >= n_down >= 0 (spin-up electrons first), "
                 f"got n_up={self.n_up}, n_down={self.n_down}"
             )
-        if self.n_up + self.n_down < 1:
-            raise ValueError("MolecularHamiltonian needs at least one electron")
-        if self.charges.ndim != 1 or self.charges.shape[0] < 1:
-            raise ValueError(
-                f"MolecularHamiltonian charges must have shape (n_atoms,) with n_atoms >= 1, "
-                f"got {self.charges.shape}"
-            )
-        if self.nuclei.shape != (self.charges.shape[0], 3):
-            raise ValueError(
-                f"MolecularHamiltonian nuclei must have shape (n_atoms, 3) = ({self.charges.shape[0]}, 3) "
-                f"to match the charges, got {self.nuclei.shape}"
-            )
-        charges, nuclei = concrete(self.charges), concrete(self.nuclei)
-        if charges is not None and not np.all(np.isfinite(charges) & (charges > 0)):
-            raise ValueError(f"MolecularHamiltonian charges must be finite and > 0, got {charges}")
-        if nuclei is not None:
-            if not np.all(np.isfinite(nuclei)):
-                raise ValueError(f"MolecularHamiltonian nuclei positions must be finite, got {nuclei}")
-            gaps = np.linalg.norm(nuclei[:, None, :] - nuclei[None, :, :], axis=-1)
-            gaps = gaps[np.triu_indices(len(nuclei), k=1)]
-            if np.any(gaps <= min_distance(nuclei.dtype)):
-                raise ValueError("MolecularHamiltonian nuclei must be at distinct positions")
+        check_molecule("MolecularHamiltonian", self.nuclei, self.charges, self.n_up, self.n_down)
 
 
 class HarmonicTrap(Hamiltonian):
