@@ -1,0 +1,170 @@
+"""Hard spheres by fundamental measure theory and the mean-field Lennard-Jones attraction (kT, σ units).
+
+Bulk limits are compared with closed forms (Carnahan-Starling, Percus-Yevick, the
+integrated WCA attraction) to round-off; the grid weights are exact for uniform
+densities, so grid quantities of a uniform fluid are checked to round-off as well.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+import fepy
+from fepy.apps.dft import FMT, MeanFieldAttraction, integrated_attraction, planar_kernel, rosenfeld, white_bear_ii
+from fepy.apps.dft.fmt import _white_bear_ii_factors
+from fepy.apps.dft.lj import R_MIN
+
+ETAS = np.linspace(0.1, 0.45, 8)
+
+
+def _rho(eta):
+    return 6.0 * np.asarray(eta) / np.pi
+
+
+def carnahan_starling(eta):
+    """βp and βμ_exc of Carnahan & Starling, J. Chem. Phys. 51, 635 (1969)."""
+    rho = _rho(eta)
+    return (
+        rho * (1 + eta + eta**2 - eta**3) / (1 - eta) ** 3,
+        (8 * eta - 9 * eta**2 + 3 * eta**3) / (1 - eta) ** 3,
+    )
+
+
+def percus_yevick_compressibility(eta):
+    """βp and βμ_exc of the Percus-Yevick compressibility route (Thiele 1963, Wertheim 1963)."""
+    rho = _rho(eta)
+    return (
+        rho * (1 + eta + eta**2) / (1 - eta) ** 3,
+        -np.log(1 - eta) + (14 * eta - 13 * eta**2 + 5 * eta**3) / (2 * (1 - eta) ** 3),
+    )
+
+
+@pytest.mark.parametrize(
+    "phi, closed_form", [(white_bear_ii, carnahan_starling), (rosenfeld, percus_yevick_compressibility)]
+)
+def test_bulk_equation_of_state(phi, closed_form):
+    fmt = FMT(phi)
+    pressure, mu = closed_form(ETAS)
+    np.testing.assert_allclose(fmt.bulk_pressure(_rho(ETAS)), pressure, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(fmt.bulk_chemical_potential(_rho(ETAS)), mu, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(fmt.packing_fraction(_rho(ETAS)), ETAS, rtol=1e-15)
+
+
+@pytest.mark.parametrize("phi", [white_bear_ii, rosenfeld])
+def test_gibbs_duhem(phi):
+    """dβp/dρ = ρ dβμ/dρ with βμ = ln ρ + βμ_exc (one thermodynamics from one Φ)."""
+    fmt = FMT(phi)
+    rho = _rho(ETAS)
+    dp = jax.jit(jax.vmap(jax.grad(fmt.bulk_pressure)))(rho)
+    dmu = 1.0 / rho + jax.jit(jax.vmap(jax.grad(fmt.bulk_chemical_potential)))(rho)
+    np.testing.assert_allclose(dp, rho * dmu, rtol=1e-12)
+
+
+def test_white_bear_ii_factors_series_and_closed_form_agree():
+    """φ2, φ3 switch from their Taylor series to the closed forms at n3 = 0.1, without a step."""
+    for factor in _white_bear_ii_factors(jnp.array([np.nextafter(0.1, 0.0), 0.1])):
+        # the closed forms lose ~1e-16/n3^3 to cancellation: 1e-13 at the switch
+        assert float(factor[0]) == pytest.approx(float(factor[1]), rel=1e-13)
+    phi2, phi3 = _white_bear_ii_factors(jnp.array([0.0, 1e-3]))
+    np.testing.assert_allclose(phi2, [1.0, 1.0 + 1e-3 / 2 + 3e-6 / 10], rtol=1e-9)
+    np.testing.assert_allclose(phi3, [1.0, 1.0 - 1e-3 / 8 - 1e-6 / 20], rtol=1e-9)
+    # zero density (the empty margins beyond a wall): finite free energy and derivative
+    grid = fepy.Grid(50, 0.05, "empty", "empty")
+    gradient = jax.jit(FMT().derivative, static_argnums=1)(jnp.zeros(50), grid, 0.0)
+    assert np.all(np.isfinite(gradient)) and np.all(gradient == 0.0)
+
+
+@pytest.mark.parametrize("dx", [0.01, 0.037])
+@pytest.mark.parametrize("edges", ["periodic", "bulk"])
+def test_uniform_fluid_on_a_grid_is_bulk(dx, edges):
+    """Exact weights: a uniform profile has the bulk μ_exc at every point (any dx, also R/dx not whole)."""
+    fluid = FMT() + MeanFieldAttraction(temperature=1.5, cutoff=2.5)
+    grid = fepy.Grid(400, dx, edges, edges)
+    rho_b = _rho(0.35)
+    rho = jnp.full(grid.n, rho_b)
+    derivative = jax.jit(fluid.derivative, static_argnums=1)(rho, grid, rho_b)
+    np.testing.assert_allclose(derivative, fluid.bulk_chemical_potential(rho_b), rtol=1e-12)
+    if edges == "periodic":
+        assert float(fluid.free_energy(rho, grid, rho_b)) == pytest.approx(
+            grid.length * float(fluid.bulk_free_energy_density(rho_b)), rel=1e-12
+        )
+
+
+def test_vector_weighted_density_is_minus_gradient_of_n3():
+    """n2v = -dn3/dz: negative where the density rises with z (the sign convention of w2v)."""
+    grid = fepy.Grid(500, 0.01)
+    z = grid.points
+    rho = 0.6 + 0.3 * jnp.sin(2 * jnp.pi * z / grid.length)
+    n2, n3, n2v = FMT().weighted_densities(rho, grid, 0.6)
+    gradient = (jnp.roll(n3, -1) - jnp.roll(n3, 1)) / (2 * grid.dx)
+    # central differences and the piecewise-linear density: O(dx^2) relative to |dn3/dz| ~ 0.2
+    np.testing.assert_allclose(n2v, -gradient, atol=1e-5)
+    assert n2v[10] < 0  # the density rises at z = 0.1
+
+
+# ---------------------------------------------------------------------- mean-field attraction
+
+
+def _wca_attraction(r, cutoff):
+    return np.where(r < R_MIN, -1.0, np.where(r < cutoff, 4 * (r**-12 - r**-6), 0.0))
+
+
+@pytest.mark.parametrize("cutoff", [2.5, 4.0, math.inf])
+def test_integrated_attraction(cutoff):
+    r"""∫u_att d³r = -(32√2/9)π εσ³ + 16π[1/(3 r_c³) - 1/(9 r_c⁹)] (the tail beyond r_c removed).
+
+    The core -ε over r < 2^{1/6} gives -(4π/3)√2, the LJ tail from 2^{1/6} to ∞ gives
+    16π[σ^6/(3r³) - σ^12/(9r⁹)] at r = 2^{1/6}, i.e. -(40/(9√2))π; the bulk mean-field free
+    energy is then βf_att = ½ρ²∫βu_att = -(16√2/9)πρ²/T* without a cutoff.
+    """
+    removed = 16 * np.pi * (1 / (3 * cutoff**3) - 1 / (9 * cutoff**9)) if math.isfinite(cutoff) else 0.0
+    exact = -32 * math.sqrt(2) / 9 * math.pi + removed
+    assert integrated_attraction(cutoff) == pytest.approx(exact, rel=1e-14)
+    radial = quad(lambda r: 4 * np.pi * r**2 * _wca_attraction(r, cutoff), 0, R_MIN)[0] + quad(
+        lambda r: 4 * np.pi * r**2 * _wca_attraction(r, cutoff), R_MIN, cutoff, limit=200
+    )[0]
+    planar = 2 * quad(planar_kernel, 0, R_MIN, args=(cutoff,))[0] + 2 * quad(
+        planar_kernel, R_MIN, cutoff, args=(cutoff,), limit=200
+    )[0]
+    assert radial == pytest.approx(exact, rel=1e-10)
+    assert planar == pytest.approx(exact, rel=1e-10)
+    attraction = MeanFieldAttraction(temperature=1.3, cutoff=cutoff if math.isfinite(cutoff) else 2.5)
+    rho = 0.7
+    if math.isfinite(cutoff):
+        assert float(attraction.bulk_free_energy_density(rho)) == pytest.approx(0.5 * rho**2 * exact / 1.3, rel=1e-14)
+
+
+@pytest.mark.parametrize("z", [0.0, 0.5, 1.0, R_MIN, 1.5, 2.4, 3.0])
+def test_planar_kernel_is_the_potential_integrated_over_the_plane(z):
+    """Φ_att(z) = ∫dx dy u_att(sqrt(x² + y² + z²)) = 2π∫_{|z|}^∞ r u_att(r) dr, here by quadrature."""
+    cutoff = 2.5
+    pieces = [max(z, 0.0), *(b for b in (R_MIN, cutoff) if b > z), max(cutoff, z)]
+    expected = sum(
+        quad(lambda r: 2 * np.pi * r * _wca_attraction(r, cutoff), a, b)[0] for a, b in zip(pieces[:-1], pieces[1:])
+    )
+    assert planar_kernel(z, cutoff) == pytest.approx(expected, rel=1e-12, abs=1e-14)
+    assert planar_kernel(-z, cutoff) == planar_kernel(z, cutoff)
+
+
+@pytest.mark.parametrize("dx", [0.01, 0.05, 0.13])
+def test_attraction_grid_weights_sum_to_the_integral(dx):
+    """Exact weights (breakpoint at 2^{1/6}): Σ_k c_k = ∫βΦ_att dz to round-off at any spacing."""
+    attraction = MeanFieldAttraction(temperature=0.9, cutoff=3.0)
+    assert attraction.weights(dx).sum() == pytest.approx(integrated_attraction(3.0) / 0.9, rel=1e-13)
+
+
+def test_hard_spheres_plus_attraction_bulk():
+    """βp = βp_CS + ½ρ²∫βu_att and βμ_exc = βμ_CS + ρ∫βu_att: the van der Waals-like fluid."""
+    temperature, cutoff = 1.5, 2.5
+    fluid = FMT(white_bear_ii) + MeanFieldAttraction(temperature=temperature, cutoff=cutoff)
+    assert isinstance(fluid, fepy.SumFunctional) and len((fluid + fluid).terms) == 4
+    a = integrated_attraction(cutoff) / temperature
+    pressure, mu = carnahan_starling(ETAS)
+    rho = _rho(ETAS)
+    np.testing.assert_allclose(fluid.bulk_pressure(rho), pressure + 0.5 * rho**2 * a, rtol=1e-10)
+    np.testing.assert_allclose(fluid.bulk_chemical_potential(rho), mu + rho * a, rtol=1e-10)
+    assert fluid.max_density() == pytest.approx(6 / np.pi)
