@@ -7,6 +7,7 @@ within 5 standard deviations of its expectation 1 (chi^2 / dof, sd = sqrt(2 / do
 correct sampler fails with a probability below 1e-3 and the runs are seeded.
 """
 
+import json
 import math
 
 import jax
@@ -17,7 +18,9 @@ from scipy import integrate, optimize, stats
 from scipy.special import gammaln
 
 from fepy import Grid
+from fepy.apps.dft import gcmc_dataset
 from fepy.apps.dft.gcmc import GCMCState, GrandCanonicalMC, HardRods, LennardJones
+from fepy.apps.dft.gcmc_dataset import RandomExternalPotentials, generate_profiles
 
 
 def assert_z_scores(simulated, exact, stderr, what: str):
@@ -291,3 +294,69 @@ def test_validation():
         sim.run(jnp.zeros(50), 0.0, jax.random.key(0), blocks=1)
     with pytest.raises(ValueError, match="state"):
         sim.run(jnp.zeros(50), 0.0, jax.random.key(0), state=GCMCState(jnp.zeros(3), jnp.zeros(3, bool)))
+
+
+# ---- datasets ----------------------------------------------------------------------------------
+
+
+def test_random_potentials_are_reproducible_prefixes_with_walls_at_the_ends():
+    grid = Grid(100, 0.1, "empty", "empty")
+    potentials = RandomExternalPotentials(grid, wall_probability=0.5, wall_width=(0.5, 1.5))
+    v5, mu5 = potentials.sample(jax.random.key(3), 64)
+    v3, mu3 = potentials.sample(jax.random.key(3), 3)
+    np.testing.assert_allclose(v5[:3], v3, rtol=1e-12, atol=1e-12)  # vectorised sin/exp: round-off only
+    np.testing.assert_array_equal(mu5[:3], mu3)
+    v5, mu5 = np.asarray(v5), np.asarray(mu5)
+    assert np.all((mu5 >= -1) & (mu5 <= 2))
+    walled = np.isinf(v5).any(axis=1)
+    assert 0.25 < walled.mean() < 0.75
+    x = np.asarray(grid.points)
+    for row in v5[walled]:
+        blocked = np.isinf(row)
+        assert blocked[0] and blocked[-1] and not blocked[x.size // 2]
+        assert np.all(np.diff(blocked[: x.size // 2].astype(int)) <= 0)  # one wall on each side
+    assert np.all(np.isfinite(v5[~walled]))
+    with pytest.raises(ValueError, match="wall_width"):
+        RandomExternalPotentials(grid, wall_width=(0.0, 6.0))
+    with pytest.raises(ValueError, match="gaussian_width"):
+        RandomExternalPotentials(grid, gaussian_width=(0.0, 1.0))
+    with pytest.raises(ValueError, match="beta_mu"):
+        RandomExternalPotentials(grid, beta_mu=(1.0, 0.0))
+
+
+def test_ideal_gas_dataset_is_exact_and_independent_of_the_batch_size():
+    """Profiles of random environments (ideal gas: rho = exp(βμ - βV) exactly) do not depend on batch_size."""
+    grid = Grid(20, 0.25)
+    potentials = RandomExternalPotentials(
+        grid, beta_mu=(-2.0, 0.0), fourier_modes=2, fourier_amplitude=0.5, gaussian_amplitude=1.0,
+        wall_width=(0.5, 1.0),
+    )
+    sim = GrandCanonicalMC(grid, None, 48, moves_per_sweep=16)
+    kw = dict(blocks=16, sweeps_per_block=200, equilibration=20)
+    data = generate_profiles(sim, potentials, 6, seed=7, batch_size=4, **kw)
+    other = generate_profiles(sim, potentials, 6, seed=7, batch_size=6, **kw)
+    for name in ("beta_external", "beta_mu", "density", "density_stderr", "number"):
+        np.testing.assert_array_equal(data[name], other[name], err_msg=name)
+    assert data["density"].shape == data["density_stderr"].shape == (6, grid.n)
+    exact = np.exp(data["beta_mu"][:, None] - data["beta_external"])
+    allowed = np.isfinite(data["beta_external"])
+    assert np.all(data["density"][~allowed] == 0)
+    assert_z_scores(data["density"][allowed], exact[allowed], data["density_stderr"][allowed], "dataset rho(x)")
+
+
+def test_command_line_writes_datasets(tmp_path):
+    profiles = tmp_path / "rods.npz"
+    args = ["--length", "6", "--dx", "0.1", "--blocks", "2", "--sweeps-per-block", "2", "--equilibration", "2"]
+    assert gcmc_dataset.main(["profiles", "--out", str(profiles), "--count", "3", "--edges", "empty", *args]) == 0
+    with np.load(profiles) as data:
+        assert data["density"].shape == data["beta_external"].shape == (3, 60)
+        assert np.all(data["density"][np.isinf(data["beta_external"])] == 0)
+        config = json.loads(str(data["config"]))
+    assert config["pair"] == "hard-rods" and config["capacity"] == 8 and config["seed"] == 0
+    bulk = tmp_path / "bulk.npz"
+    assert gcmc_dataset.main(["bulk", "--out", str(bulk), "--beta-mu", "0", "1", "--pair-range", "2", *args]) == 0
+    with np.load(bulk) as data:
+        assert data["g"].shape == (2, 20) and np.all(data["g"][:, :10] == 0)
+        assert np.all(data["density"] > 0)
+    assert gcmc_dataset.main(["profiles", "--out", str(profiles), "--pair", "lj", *args]) == 2
+    assert gcmc_dataset.main(["bulk", "--out", str(bulk), "--length", "4.05", "--dx", "0.1"]) == 2
