@@ -21,6 +21,7 @@ from .solvers import (
     Exponential as Exponential,
     FisherRao as FisherRao,
     Linear as Linear,
+    Picard as Picard,
     Power as Power,
     Wasserstein as Wasserstein,
     WassersteinFisherRao as WassersteinFisherRao,

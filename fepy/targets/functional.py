@@ -151,6 +151,16 @@ class GrandPotential(eqx.Module):
         return cls(grid, excess, jnp.asarray(beta_external, float), beta_mu, rho_bulk)
 
     @property
+    def dim(self) -> int:
+        """Number of grid points (the dimension of the density a solver moves)."""
+        return self.grid.n
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """The batch axes of the problems: those of ``beta_external``, ``beta_mu`` and ``rho_bulk`` broadcast."""
+        return jnp.broadcast_shapes(self.beta_external.shape[:-1], jnp.shape(self.beta_mu), jnp.shape(self.rho_bulk))
+
+    @property
     def allowed(self) -> Array:
         """Where particle centres may be (finite external potential)."""
         return jnp.isfinite(self.beta_external)
@@ -172,10 +182,16 @@ class GrandPotential(eqx.Module):
             return jnp.zeros_like(rho)
         return self.excess.derivative(rho, self.grid, self.rho_bulk)
 
+    def euler_lagrange_exponent(self, excess_derivative: Float[Array, "*batch n"]) -> Float[Array, "*batch n"]:
+        r""":math:`\ln\rho_{EL} = \beta\mu - \beta V_{ext} - \delta\beta F_{exc}/\delta\rho` for a given
+        excess derivative (`excess_derivative`); ``-inf`` behind walls."""
+        finite_v = jnp.where(self.allowed, self.beta_external, 0.0)  # no inf - inf in a gradient
+        exponent = jnp.asarray(self.beta_mu)[..., None] - finite_v - excess_derivative
+        return jnp.where(self.allowed, exponent, -jnp.inf)
+
     def euler_lagrange_density(self, rho: Float[Array, "*batch n"]) -> Float[Array, "*batch n"]:
         r"""The Picard map :math:`\exp(\beta\mu - \beta V_{ext} - \delta\beta F_{exc}/\delta\rho)` (0 behind walls)."""
-        exponent = jnp.asarray(self.beta_mu)[..., None] - self.beta_external - self.excess_derivative(rho)
-        return jnp.where(self.allowed, jnp.exp(jnp.where(self.allowed, exponent, 0.0)), 0.0)
+        return jnp.exp(self.euler_lagrange_exponent(self.excess_derivative(rho)))
 
     def local_chemical_potential(self, rho) -> Array:
         r""":math:`\delta\beta\Omega/\delta\rho = \ln\rho + \beta V_{ext} + \delta\beta F_{exc}/\delta\rho - \beta\mu` (0 at equilibrium)."""

@@ -1,6 +1,13 @@
 """Classical density functional theory: functionals, simulation data and neural functionals (kT, σ units)."""
 
 from .fmt import FMT as FMT, rosenfeld as rosenfeld, white_bear_ii as white_bear_ii
+from .hard_rods import (
+    HardRods as HardRods,
+    direct_correlation as direct_correlation,
+    tonks_excess_chemical_potential as tonks_excess_chemical_potential,
+    tonks_pressure as tonks_pressure,
+    wall_density as wall_density,
+)
 from .lj import (
     MeanFieldAttraction as MeanFieldAttraction,
     integrated_attraction as integrated_attraction,
