@@ -6,6 +6,7 @@ densities, so grid quantities of a uniform fluid are checked to round-off as wel
 """
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import fepy
 from fepy.apps.dft import FMT, MeanFieldAttraction, integrated_attraction, planar_kernel, rosenfeld, white_bear_ii
 from fepy.apps.dft.fmt import _white_bear_ii_factors
 from fepy.apps.dft.lj import R_MIN
+from fepy.cli import load_model
 
 ETAS = np.linspace(0.1, 0.45, 8)
 
@@ -168,3 +170,64 @@ def test_hard_spheres_plus_attraction_bulk():
     np.testing.assert_allclose(fluid.bulk_pressure(rho), pressure + 0.5 * rho**2 * a, rtol=1e-10)
     np.testing.assert_allclose(fluid.bulk_chemical_potential(rho), mu + rho * a, rtol=1e-10)
     assert fluid.max_density() == pytest.approx(6 / np.pi)
+
+
+# ---------------------------------------------------------------------- solved profiles (model files)
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def _solve(name, **config):
+    """Build and solve a model file; the Picard residual max|ρ_EL - ρ| must be at round-off."""
+    model = load_model(MODELS / f"{name}.py")
+    problem = model.build(config)
+    sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps, key=jax.random.key(0))
+    assert sol.residual < 1e-10
+    return model, problem, sol
+
+
+def _wall_contact(functional, eta, dx, steps=300):
+    model, problem, sol = _solve("hard_spheres_wall", functional=functional, packing_fraction=eta, dx=dx, steps=steps)
+    observed = model.observables(problem.target, sol.family)
+    return observed["contact_density"], model.reference(dict(functional=functional, packing_fraction=eta))
+
+
+def test_contact_theorem_at_a_hard_wall():
+    """ρ(0⁺) = βp (Carnahan-Starling) for White Bear II at η = 0.4, to 1e-4 after dx -> 0.
+
+    The solved profile carries an O(dx²) discretisation error (`test_contact_theorem_convergence`
+    measures the order): one Richardson step from dx = 0.01 and 0.005 leaves O(dx³),
+    measured 7e-6 βp.
+    """
+    coarse, reference = _wall_contact("white_bear_ii", 0.4, 0.01, steps=200)  # converged in ~100 steps
+    fine, _ = _wall_contact("white_bear_ii", 0.4, 0.005, steps=200)
+    extrapolated = (4 * fine - coarse) / 3
+    assert extrapolated == pytest.approx(reference["beta_pressure"], rel=1e-4)
+    assert abs(fine - reference["beta_pressure"]) < abs(coarse - reference["beta_pressure"]) / 3  # O(dx^2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("functional", ["white_bear_ii", "rosenfeld"])
+def test_contact_theorem_convergence(functional):
+    """At η = 0.45 the observed order of ρ(0⁺) in dx is 2, and Richardson from 0.005/0.0025 gives βp to 1e-5."""
+    spacings = [0.02, 0.01, 0.005, 0.0025]
+    results = [_wall_contact(functional, 0.45, dx) for dx in spacings]
+    contacts, beta_p = np.array([contact for contact, _ in results]), results[0][1]["beta_pressure"]
+    order = np.log2(np.abs(np.diff(contacts[:-1])) / np.abs(np.diff(contacts[1:])))
+    np.testing.assert_allclose(order, 2.0, atol=0.15)
+    assert (4 * contacts[-1] - contacts[-2]) / 3 == pytest.approx(beta_p, rel=1e-5)
+
+
+def test_slit_sum_rule_lennard_jones_liquid():
+    """ρ(0⁺) = -∂(βΩ/A)/∂H in a slit of width 10σ (liquid, T* = 1.0, ρ_b = 0.75), to O(dz²).
+
+    Both sides carry an O(dz²) discretisation error; at dz = 0.01 they differ by 1.3e-5
+    (relative). The solvation force f_s = -∂Ω/∂H/A - p of this narrow slit (~1e-4 βp) is
+    larger than that: the sum rule is checked, not the wide-slit limit.
+    """
+    model, problem, sol = _solve("lj_slit", temperature=1.0, density=0.75, width=10.0, dz=0.01, steps=100)
+    observed = model.observables(problem.target, sol.family)
+    assert observed["contact_density"] == pytest.approx(observed["wall_pressure"], rel=5e-5)
+    assert observed["contact_density_right"] == pytest.approx(observed["contact_density"], rel=1e-12)
+    beta_p = model.reference(dict(temperature=1.0, density=0.75))["beta_pressure"]
+    assert abs(observed["wall_pressure"] / beta_p - 1) > 3e-5
