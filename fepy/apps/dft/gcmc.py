@@ -60,13 +60,11 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from ..._validate import concrete
 from ...families.grid import Grid
 
-_INF = float("inf")
 
-
-def _check_positive(name: str, value, allow_inf: bool = False) -> float:
+def _check_positive(name: str, value) -> float:
     value = float(value)
-    if not (value > 0 and (allow_inf or math.isfinite(value))):
-        raise ValueError(f"{name} must be {'> 0' if allow_inf else 'finite and > 0'}, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     return value
 
 
@@ -223,7 +221,9 @@ class GCMCResult(eqx.Module):
     def number_distribution_stderr(self) -> Float[Array, "*batch capacity_plus_1"]:
         return self._mean_and_stderr(self.number_histogram_blocks, -2)[1]
 
-    def pair_correlation(self) -> tuple[Float[Array, " bins"], Float[Array, "*batch bins"], Float[Array, "*batch bins"]]:
+    def pair_correlation(
+        self,
+    ) -> tuple[Float[Array, " bins"], Float[Array, "*batch bins"], Float[Array, "*batch bins"]]:
         r"""Bin centres r (σ), the bulk pair correlation g(r) and its jackknife standard error.
 
         For a homogeneous periodic system the ordered-pair count in a bin of width Δr at
@@ -485,7 +485,8 @@ class GrandCanonicalMC(eqx.Module):
             blocks: number of production blocks (≥ 2; the error estimate).
             sweeps_per_block: sweeps per block, each followed by a measurement.
             equilibration: sweeps discarded before the blocks.
-            state: configurations to start from (default: empty systems).
+            state: valid configurations (no overlaps, no centre behind a wall) to start
+                from, e.g. a previous ``result.state`` (default: empty systems).
 
         Systems run in lockstep under `jax.vmap` in one jitted call (the batch axis is the
         parallel axis on a GPU). Costs :math:`O(\text{capacity})` per move and system.
