@@ -20,7 +20,7 @@ from scipy import integrate, optimize, stats
 
 from fepy import Grid
 from fepy.apps.dft import gcmc_dataset
-from fepy.apps.dft.gcmc import GCMCState, GrandCanonicalMC, HardRods, LennardJones
+from fepy.apps.dft.gcmc import GCMCState, GrandCanonicalMC, HardRodPair, LennardJonesPair
 from fepy.apps.dft.gcmc_dataset import RandomExternalPotentials, generate_profiles
 
 
@@ -176,7 +176,7 @@ def test_ideal_gas_in_external_potential_and_poisson_numbers():
 def test_bulk_hard_rods_tonks_density_and_szk_pair_correlation():
     """Periodic hard rods: <N>/L = Tonks density; g(x) = Salsburg-Zwanzig-Kirkwood; var N / <N> = (1 - η)^2."""
     grid = Grid(200, 0.1)  # L = 20σ: finite-size corrections below 1e-8 (exact periodic Xi)
-    sim = GrandCanonicalMC(grid, HardRods(), 24, pair_range=4.0)
+    sim = GrandCanonicalMC(grid, HardRodPair(), 24, pair_range=4.0)
     beta_mu = np.array([-1.0, 0.5, 1.5])
     result = sim.run(jnp.zeros(grid.n), beta_mu, jax.random.key(1), blocks=32, sweeps_per_block=150)
     rho = np.array([tonks_density(m) for m in beta_mu])
@@ -204,7 +204,7 @@ def test_hard_rods_between_hard_walls_exact_profile():
     narrow = np.where((x < 1.0) | (x > 5.5), np.inf, 0.0)  # centres in [1.0, 5.5)
     beta_v = np.stack([np.zeros(grid.n), narrow])
     beta_mu = np.array([1.0, 2.0])
-    sim = GrandCanonicalMC(grid, HardRods(), 8, max_displacement=0.3)
+    sim = GrandCanonicalMC(grid, HardRodPair(), 8, max_displacement=0.3)
     result = sim.run(beta_v, beta_mu, jax.random.key(2), blocks=32, sweeps_per_block=300)
     edges = np.arange(grid.n + 1) * grid.dx
     for i, (offset, a) in enumerate([(0.0, 6.0), (1.0, 4.5)]):
@@ -220,7 +220,7 @@ def test_hard_rods_between_hard_walls_exact_profile():
 
 def test_bulk_lennard_jones_against_exact_nearest_neighbour_solution():
     """Truncated, shifted LJ (βε = 1, r_c = 1.5σ: nearest neighbours only) against Takahashi's exact solution."""
-    pair = LennardJones(epsilon=1.0, cutoff=1.5)
+    pair = LennardJonesPair(epsilon=1.0, cutoff=1.5)
     grid = Grid(200, 0.1)
     sim = GrandCanonicalMC(grid, pair, 32, max_displacement=0.3, pair_range=3.0)
     beta_mu = np.array([-0.5, 1.0])
@@ -250,7 +250,7 @@ def test_bulk_lennard_jones_against_exact_nearest_neighbour_solution():
 def test_reproducible_and_independent_of_the_batch():
     """Same keys, same numbers; a system with its own key gives the same chain wherever it sits in the batch."""
     grid = Grid(50, 0.2)
-    sim = GrandCanonicalMC(grid, HardRods(), 12)
+    sim = GrandCanonicalMC(grid, HardRodPair(), 12)
     keys = jax.random.split(jax.random.key(5), 3)
     beta_v = jnp.asarray(np.sin(np.arange(3)[:, None] + np.asarray(grid.points)[None, :]))
     beta_mu = jnp.array([0.0, 0.5, 1.0])
@@ -276,24 +276,24 @@ def test_reproducible_and_independent_of_the_batch():
 def test_validation():
     periodic = Grid(50, 0.2)
     with pytest.raises(ValueError, match="bulk"):
-        GrandCanonicalMC(Grid(50, 0.2, "bulk", "empty"), HardRods(), 10)
+        GrandCanonicalMC(Grid(50, 0.2, "bulk", "empty"), HardRodPair(), 10)
     with pytest.raises(ValueError, match="capacity"):
-        GrandCanonicalMC(periodic, HardRods(), 0)
+        GrandCanonicalMC(periodic, HardRodPair(), 0)
     with pytest.raises(ValueError, match="max_displacement"):
-        GrandCanonicalMC(periodic, HardRods(), 10, max_displacement=-1.0)
+        GrandCanonicalMC(periodic, HardRodPair(), 10, max_displacement=-1.0)
     with pytest.raises(ValueError, match="displacement_fraction"):
-        GrandCanonicalMC(periodic, HardRods(), 10, displacement_fraction=1.0)
+        GrandCanonicalMC(periodic, HardRodPair(), 10, displacement_fraction=1.0)
     with pytest.raises(ValueError, match="periodic grid"):
-        GrandCanonicalMC(Grid(50, 0.2, "empty", "empty"), HardRods(), 10, pair_range=2.0)
+        GrandCanonicalMC(Grid(50, 0.2, "empty", "empty"), HardRodPair(), 10, pair_range=2.0)
     with pytest.raises(ValueError, match="L/2"):
-        GrandCanonicalMC(periodic, HardRods(), 10, pair_range=6.0)
+        GrandCanonicalMC(periodic, HardRodPair(), 10, pair_range=6.0)
     with pytest.raises(ValueError, match="cutoff"):
-        GrandCanonicalMC(Grid(20, 0.2), LennardJones(cutoff=2.5), 10)
+        GrandCanonicalMC(Grid(20, 0.2), LennardJonesPair(cutoff=2.5), 10)
     with pytest.raises(ValueError, match="sigma"):
-        HardRods(sigma=0.0)
+        HardRodPair(sigma=0.0)
     with pytest.raises(ValueError, match="epsilon"):
-        LennardJones(epsilon=float("nan"))
-    sim = GrandCanonicalMC(periodic, HardRods(), 10)
+        LennardJonesPair(epsilon=float("nan"))
+    sim = GrandCanonicalMC(periodic, HardRodPair(), 10)
     with pytest.raises(ValueError, match="shape"):
         sim.run(jnp.zeros(49), 0.0, jax.random.key(0))
     with pytest.raises(ValueError, match="NaN"):

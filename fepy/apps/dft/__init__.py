@@ -13,3 +13,11 @@ from .lj import (
     integrated_attraction as integrated_attraction,
     planar_kernel as planar_kernel,
 )
+from .gcmc import (
+    AbstractPairPotential as AbstractPairPotential,
+    GCMCResult as GCMCResult,
+    GCMCState as GCMCState,
+    GrandCanonicalMC as GrandCanonicalMC,
+    HardRodPair as HardRodPair,
+    LennardJonesPair as LennardJonesPair,
+)

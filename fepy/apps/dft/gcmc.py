@@ -91,13 +91,13 @@ class AbstractPairPotential(eqx.Module):
         r""":math:`\beta u(r)` (kT) elementwise, for r ≥ 0."""
 
 
-class HardRods(AbstractPairPotential):
+class HardRodPair(AbstractPairPotential):
     r"""Hard rods of length σ: :math:`\beta u(r) = +\infty` for :math:`r < \sigma`, else 0 (Tonks gas)."""
 
     sigma: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
-        _check_positive("HardRods sigma", self.sigma)
+        _check_positive("HardRodPair sigma", self.sigma)
 
     @property
     def cutoff(self) -> float:
@@ -107,7 +107,7 @@ class HardRods(AbstractPairPotential):
         return jnp.where(r < self.sigma, jnp.inf, 0.0)
 
 
-class LennardJones(AbstractPairPotential):
+class LennardJonesPair(AbstractPairPotential):
     r"""The Lennard-Jones potential, truncated at :math:`r_c` and (by default) shifted to 0 there:
 
     .. math:: \beta u(r) = 4\beta\varepsilon\Big[\Big(\frac{\sigma}{r}\Big)^{12}
@@ -129,9 +129,9 @@ class LennardJones(AbstractPairPotential):
 
     def __check_init__(self):
         if not (math.isfinite(float(self.epsilon)) and self.epsilon >= 0):
-            raise ValueError(f"LennardJones epsilon (kT) must be finite and >= 0, got {self.epsilon!r}")
-        _check_positive("LennardJones sigma", self.sigma)
-        _check_positive("LennardJones cutoff", self.cutoff)
+            raise ValueError(f"LennardJonesPair epsilon (kT) must be finite and >= 0, got {self.epsilon!r}")
+        _check_positive("LennardJonesPair sigma", self.sigma)
+        _check_positive("LennardJonesPair cutoff", self.cutoff)
 
     def _bare(self, r):
         s6 = (self.sigma / r) ** 6
@@ -258,7 +258,7 @@ class GrandCanonicalMC(eqx.Module):
     Attributes:
         grid: the box :math:`[0, L)` and its edges (``"periodic"`` or ``"empty"``), and the
             cells of :math:`\beta V_{ext}` and of the density histogram.
-        pair: the pair potential (`HardRods`, `LennardJones`, ...), or None for an ideal gas.
+        pair: the pair potential (`HardRodPair`, `LennardJonesPair`, ...), or None for an ideal gas.
         capacity: slots per system (the largest N).
         max_displacement: Δ (σ), displacements are uniform in (-Δ, Δ).
         displacement_fraction: probability of a displacement move; insertions and

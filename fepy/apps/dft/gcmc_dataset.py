@@ -30,7 +30,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ...families.grid import Grid
-from .gcmc import GrandCanonicalMC, HardRods, LennardJones
+from .gcmc import GrandCanonicalMC, HardRodPair, LennardJonesPair
 
 
 def _check_range(name: str, value, positive: bool = False) -> tuple[float, float]:
@@ -249,11 +249,11 @@ def save(path, data: dict[str, np.ndarray], config: dict) -> None:
     np.savez_compressed(path, config=np.asarray(json.dumps(config, sort_keys=True)), **data)
 
 
-def _pair_potential(args) -> HardRods | LennardJones | None:
+def _pair_potential(args) -> HardRodPair | LennardJonesPair | None:
     if args.pair == "hard-rods":
-        return HardRods()
+        return HardRodPair()
     if args.pair == "lj":
-        return LennardJones(epsilon=args.epsilon, cutoff=args.cutoff)
+        return LennardJonesPair(epsilon=args.epsilon, cutoff=args.cutoff)
     return None
 
 
