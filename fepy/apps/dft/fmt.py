@@ -35,10 +35,11 @@ from ...families.grid import Grid
 from ...physics.convolution import convolve, kernel_weights
 from ...targets.functional import AbstractExcessFunctional
 
-Phi = Callable[..., Float[Array, "*shape"]]
+Measure = Float[Array, "*shape"]  # a weighted density (or Φ) at each point
+Phi = Callable[[Measure, Measure, Measure, Measure, Measure, Measure], Measure]
 
 
-def rosenfeld(n0, n1, n2, n3, n1v, n2v) -> Float[Array, "*shape"]:
+def rosenfeld(n0: Measure, n1: Measure, n2: Measure, n3: Measure, n1v: Measure, n2v: Measure) -> Measure:
     r"""Rosenfeld's original FMT free-energy density (PRL 63, 980 (1989)), kT per σ³.
 
     .. math:: \Phi = -n_0\ln(1 - n_3) + \frac{n_1 n_2 - n_{1v} n_{2v}}{1 - n_3}
@@ -61,7 +62,7 @@ _PHI2_SERIES = np.array([6.0 / ((j + 2) * (j + 3)) for j in range(_TERMS)])
 _PHI3_SERIES = np.array([1.0] + [-3.0 / ((j + 1) * (j + 2) * (j + 3)) for j in range(1, _TERMS)])
 
 
-def _white_bear_ii_factors(n3):
+def _white_bear_ii_factors(n3: Measure) -> tuple[Measure, Measure]:
     r""":math:`\phi_2(n_3)` and :math:`\phi_3(n_3)` of White Bear II, both 1 at :math:`n_3 = 0`.
 
     .. math:: \phi_2 = \frac{6n_3 - 3n_3^2 + 6(1 - n_3)\ln(1 - n_3)}{n_3^3}, \qquad
@@ -79,7 +80,7 @@ def _white_bear_ii_factors(n3):
     return jnp.where(small, series2, phi2), jnp.where(small, series3, phi3)
 
 
-def white_bear_ii(n0, n1, n2, n3, n1v, n2v) -> Float[Array, "*shape"]:
+def white_bear_ii(n0: Measure, n1: Measure, n2: Measure, n3: Measure, n1v: Measure, n2v: Measure) -> Measure:
     r"""White Bear II free-energy density (Hansen-Goos & Roth, J. Phys.: Condens. Matter 18,
     8413 (2006)), kT per σ³; its bulk limit is the Carnahan-Starling free energy.
 
@@ -133,7 +134,7 @@ class FMT(AbstractExcessFunctional):
             kernel_weights(lambda z: 2.0 * np.pi * z, r, dx),
         )
 
-    def _phi(self, n2, n3, n2v):
+    def _phi(self, n2: Measure, n3: Measure, n2v: Measure) -> Measure:
         r = self.radius
         return self.phi(n2 / (4 * np.pi * r**2), n2 / (4 * np.pi * r), n2, n3, n2v / (4 * np.pi * r), n2v)
 

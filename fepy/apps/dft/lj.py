@@ -43,7 +43,7 @@ R_MIN = 2.0 ** (1.0 / 6.0)
 """The minimum of the Lennard-Jones potential, :math:`r_m = 2^{1/6}\\sigma`, where WCA splits it."""
 
 
-def _h(r):
+def _h(r: ArrayLike) -> ArrayLike:
     """An antiderivative of r u(r) for the full LJ potential (ε = σ = 1); 0 at r = inf."""
     return r**-4.0 - 0.4 * r**-10.0
 
@@ -51,7 +51,7 @@ def _h(r):
 def planar_kernel(z: ArrayLike, cutoff: float = math.inf) -> np.ndarray:
     r""":math:`\Phi_{att}(z) = 2\pi\int_{|z|}^\infty r\,u_{att}(r)\,dr` (ε σ², module docstring), NumPy."""
     z = np.abs(np.asarray(z, float))
-    tail = _h(cutoff) if math.isfinite(cutoff) else 0.0
+    tail = _h(cutoff)  # 0 without a cutoff (inf)
     core = -0.5 * (R_MIN**2 - z**2) + tail - _h(R_MIN)
     outer = tail - _h(np.maximum(z, R_MIN))
     return 2.0 * np.pi * np.where(z < R_MIN, core, np.where(z < cutoff, outer, 0.0))
@@ -59,7 +59,7 @@ def planar_kernel(z: ArrayLike, cutoff: float = math.inf) -> np.ndarray:
 
 def integrated_attraction(cutoff: float = math.inf) -> float:
     r""":math:`\int u_{att}\,d^3r = \int\Phi_{att}\,dz` (ε σ³), closed form (module docstring)."""
-    tail = (4.0 / 3.0) * cutoff**-3.0 - (4.0 / 9.0) * cutoff**-9.0 if math.isfinite(cutoff) else 0.0
+    tail = (4.0 / 3.0) * cutoff**-3.0 - (4.0 / 9.0) * cutoff**-9.0  # 0 without a cutoff (inf)
     return 4.0 * math.pi * (-math.sqrt(2.0) / 3.0 - 10.0 / (9.0 * math.sqrt(2.0)) + tail)
 
 
