@@ -33,9 +33,18 @@ from fepy.apps.dft.fmt import contact_density
 DEFAULTS = dict(temperature=1.5, density=0.65, width=10.0, dz=0.01, cutoff=2.5, steps=200, mixing=0.1, anderson=8)
 
 
+def _check(config) -> dict:
+    c = {**DEFAULTS, **config}
+    if not 0.0 < c["density"] < 6.0 / np.pi:
+        raise ValueError(f"density must be in (0, 6/pi) (packing fraction below 1), got {c['density']!r}")
+    if not (c["dz"] > 0 and c["width"] >= 8 * c["dz"]):
+        raise ValueError(f"need dz > 0 and width >= 8 dz, got dz={c['dz']!r}, width={c['width']!r}")
+    return c
+
+
 def reference(config) -> dict:
     """βp of the bulk in closed form: Carnahan-Starling plus ½ρ²∫βu_att (σ⁻³)."""
-    c = {**DEFAULTS, **config}
+    c = _check(config)
     rho, eta = c["density"], np.pi * c["density"] / 6.0
     carnahan_starling = rho * (1.0 + eta + eta**2 - eta**3) / (1.0 - eta) ** 3
     return dict(
@@ -62,7 +71,7 @@ def observables(target, family) -> dict:
 
 
 def build(config):
-    c = {**DEFAULTS, **config}
+    c = _check(config)
     cells = int(round(c["width"] / c["dz"]))
     grid = fepy.Grid(cells + 1, c["dz"], "empty", "empty")
     blocked = np.arange(cells + 1)[None, :] >= np.array([cells - 1, cells, cells + 1])[:, None]
