@@ -4,8 +4,9 @@ Each log-Z entry names a model file whose log Z error, wall time and energy eval
 measured versus the number of particles, for every fepy geometry and BlackJAX's tempered
 SMC side by side (`benchmarks._common.log_z_benchmark`). The runner adds the environment,
 writes ``benchmarks/results/<name>.json`` and regenerates the tables in
-``benchmarks/README.md``. The ``qmc`` entry (`benchmarks.qmc`) instead measures
-ground-state energies of He and H2 per QMC solver, with NetKet on He.
+``benchmarks/README.md``. An entry with a ``module`` is its own benchmark: the module
+``benchmarks.<module>`` has ``run(quick, log) -> dict`` (a result whose ``kind`` is the
+module's name), ``table(result) -> str`` for the README and optionally ``plot(result, path)``.
 """
 
 # entry -> particle counts (divisible by the models' islands) and seeds of a full run
@@ -13,7 +14,9 @@ ground-state energies of He and H2 per QMC solver, with NetKet on He.
 BENCHMARKS = {
     "gmm40": dict(particles=[1024, 3072, 10240], seeds=[0, 1, 2, 3, 4]),
     "many_well": dict(particles=[1024, 3072, 10240], seeds=[0, 1, 2, 3, 4]),
-    # quantum VMC: He and H2 energies per solver + NetKet on He; sizes in benchmarks/qmc.py
-    "qmc": dict(kind="qmc"),
+    # quantum VMC: He, H2, Li, Be, LiH energies per solver + NetKet on He; sizes in benchmarks/qmc.py
+    "qmc": dict(module="qmc"),
+    # neural DFT functionals: pair-correlation matching vs the naive profile loss
+    "dft_neural": dict(module="dft_neural"),
 }
 QUICK = dict(particles=[256], seeds=[0])

@@ -49,20 +49,19 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         sizes = QUICK if args.quick else BENCHMARKS[name]
-        if BENCHMARKS[name].get("kind") == "qmc":
-            from .qmc import qmc_benchmark
+        if "module" in BENCHMARKS[name]:
+            import importlib
 
+            module = importlib.import_module(f"benchmarks.{BENCHMARKS[name]['module']}")
             print(f"[benchmarks] {name}{' (quick)' if args.quick else ''} on {jax.devices()[0]}", flush=True)
             t0, load0 = time.perf_counter(), os.getloadavg()[0]
-            result = qmc_benchmark(quick=args.quick, log=lambda msg: print(msg, flush=True))
+            result = module.run(quick=args.quick, log=lambda msg: print(msg, flush=True))
             result = dict(name=name, quick=args.quick, total_wall_s=time.perf_counter() - t0,
                           load_average_1min_start=load0, environment=environment(), **result)
             path = out / f"{name}.json"
             path.write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
-            if not args.quick:
-                from .qmc import plot
-
-                plot(result, out / f"{name}_convergence.png")
+            if not args.quick and hasattr(module, "plot"):
+                module.plot(result, out / f"{name}_convergence.png")
             print(f"[benchmarks] {name}: {result['total_wall_s']:.0f} s, wrote {path}", flush=True)
             continue
         print(f"[benchmarks] {name}{' (quick)' if args.quick else ''} on {jax.devices()[0]}", flush=True)

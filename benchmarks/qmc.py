@@ -1,6 +1,6 @@
 """The ``qmc`` entry: VMC, VMC+SR, WQMC and WFR with one FermiNet on He, H2, Li, Be and LiH, and NetKet on He.
 
-``python -m benchmarks qmc`` runs `qmc_benchmark`; ``python -m benchmarks.qmc --tune`` runs
+``python -m benchmarks qmc`` runs `run`; ``python -m benchmarks.qmc --tune`` runs
 the short learning-rate scans whose results (``results/qmc_tuning.json``) the benchmark
 embeds in its JSON. See benchmarks/README.md ("The qmc entry") for what is measured.
 """
@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from ._common import REPO, _jsonable, environment, load_model
+from ._report import _f, environment_line
 
 HERE = Path(__file__).resolve().parent
 SOLVERS = ("vmc", "vmc_sr", "wqmc", "wfr")
@@ -211,7 +212,7 @@ def run_netket(model_name: str, variant: str, cfg: dict, steps: int, fepy_lr: di
 # ----------------------------------------------------------------------------- the entry
 
 
-def qmc_benchmark(*, quick: bool = False, log=print) -> dict:
+def run(*, quick: bool = False, log=print) -> dict:
     cfg = dict(CONFIG, **(QUICK if quick else {}))
     tuning_path = HERE / "results" / "qmc_tuning.json"
     tuning = json.loads(tuning_path.read_text()) if tuning_path.exists() else None
@@ -327,3 +328,48 @@ def plot(result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def table(result: dict) -> str:
+    """The README table of a qmc result."""
+    cfg = result["config"]
+    head = ["model", "method", "seed", "lr", "steps", "E (Ha) ± stderr", "err (mHa)", "steps to 1.6 mHa",
+            "stays within from", "wall to 1.6 mHa (s)", "ms / step", "compile s", "NetKet / fepy step"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["qmc_rows"]:
+        if not r.get("ok"):
+            lines.append(f"| {r['model']} | {r['method']} | {r.get('seed', cfg['seed'])} | {r.get('learning_rate', '–')} | "
+                         f"{r['steps']} | failed: {r.get('error', '')[:120]} |" + " |" * (len(head) - 6))
+            continue
+        first = r["steps_to_chem_acc"]
+        cells = [
+            r["model"], r["method"], str(r.get("seed", cfg["seed"])), f"{r['learning_rate']:g}", str(r["steps"]),
+            f"{r['energy']:.5f} ± {r['energy_stderr']:.5f}", f"{r['err_mha']:+.2f}",
+            "not reached" if first is None else str(first),
+            "–" if r["steps_to_stay_in_chem_acc"] is None else str(r["steps_to_stay_in_chem_acc"]),
+            "–" if first is None else f"{r['wall_to_chem_acc_s']:.1f}",
+            f"{r['per_step_ms']:.1f}", _f(r["compile_s"], "{:.1f}"),
+            _f(r.get("per_step_ratio_vs_fepy"), "{:.2g}"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    title = (
+        f"### `{result['name']}`: {cfg['walkers']} walkers, FermiNet hidden {cfg['hidden']}x2, "
+        f"{cfg['determinants']} determinants, {cfg['mcmc_steps']} random-walk moves/step, "
+        f"energy = mean of the last {cfg['window']} steps (blocking stderr)"
+    )
+    means = result.get("seed_means") or []
+    if means:
+        lines += ["", "Over seeds (" + ", ".join(sorted({m["model"] for m in means})) + "):", "",
+                  "| model | method | seeds | mean err ± sd (mHa) | steps to 1.6 mHa | stays within from |",
+                  "|---|---|---|---|---|---|"]
+        for m in means:
+            err = "–" if m["mean_err_mha"] is None else f"{m['mean_err_mha']:+.2f} ± {_f(m['sd_err_mha'], '{:.2f}')}"
+            fmt = lambda xs: ", ".join("–" if x is None else str(x) for x in xs)  # noqa: E731
+            lines.append(f"| {m['model']} | {m['method']} | {len(m['seeds'])} ({m['failed']} failed) | {err} | "
+                         f"{fmt(m['steps_to_chem_acc'])} | {fmt(m['steps_to_stay_in_chem_acc'])} |")
+    env = result["environment"]
+    nk = next((r["netket"] for r in result["qmc_rows"] if r.get("netket")), None)
+    nk_line = (f" NetKet side: netket {nk['versions']['netket']}, jax {nk['versions']['jax']}, "
+               f"{nk['dtype']}, {nk['n_params']} parameters ({nk['ansatz']})." if nk else "")
+    return "\n".join([title, "", environment_line(env, result.get("load_average_1min_start")) + nk_line,
+                      "", *lines, "", "![|E - E_exact| vs step](results/qmc_convergence.png)"])
