@@ -18,6 +18,7 @@ from .solvers import (
     AdaptiveCESS as AdaptiveCESS,
     AbstractSolver as AbstractSolver,
     Constant as Constant,
+    DynamicDFT as DynamicDFT,
     Exponential as Exponential,
     FisherRao as FisherRao,
     Linear as Linear,

@@ -70,11 +70,13 @@ def plot_trace(path, trace: dict[str, np.ndarray], reference: dict, title: str =
         ("log_z", r"$\log \hat Z_\lambda$"),
         ("free_energy", r"$F[q]$"),
         ("energy", r"$E_q[U]$"),
+        ("grand_potential", r"$\beta\Omega[\rho]$"),
     ):
         if name in trace:
             panels.append((name, label))
     diagnostics = [n for n in ("ess_fraction", "acceptance", "resampled", "lam") if n in trace]
-    rows = len(panels) + bool(diagnostics)
+    residual = "residual" in trace  # a convergence measure, on a log scale
+    rows = len(panels) + bool(diagnostics) + residual
     if rows == 0:
         return False
     fig, axes = plt.subplots(rows, 1, figsize=(7, 2.3 * rows), sharex=True, squeeze=False)
@@ -96,6 +98,12 @@ def plot_trace(path, trace: dict[str, np.ndarray], reference: dict, title: str =
             pad = 0.15 * (hi - lo) + 1e-3 * max(1.0, abs(ref))
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_ylabel(label)
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    if residual:
+        ax = axes[len(panels)]
+        ax.semilogy(steps, np.abs(np.asarray(trace["residual"], float)), lw=1.2, label="residual")
+        ax.set_ylabel("residual")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     if diagnostics:
@@ -215,6 +223,54 @@ def plot_walkers(path, family, target, title: str = "", bins: int = 80) -> bool:
     return True
 
 
+def plot_density(path, family, reference: dict, rho_bulk=None, title: str = "", most: int = 8) -> bool:
+    """Density profiles ρ(x) of a `fepy.GridDensity` (up to ``most`` of a batch) against a reference.
+
+    ``reference["profile"]`` (optional) is a dict, or a list of one per profile, with
+    ``x`` and ``rho`` (and optionally ``rho_stderr`` and ``label``): an exact curve or
+    simulation data. With one, a lower panel shows the solved minus the reference density
+    (the solution linearly interpolated to the reference's x).
+    """
+    plt = _pyplot()
+    x = np.asarray(family.grid.points, float)
+    profiles = np.asarray(family.rho, float).reshape(-1, x.size)[:most]
+    refs = reference.get("profile") or []
+    refs = [refs] if isinstance(refs, dict) else list(refs)[: len(profiles)]
+    fig, axes = plt.subplots(
+        2 if refs else 1, 1, figsize=(7.5, 6.2 if refs else 4.0), sharex=True, squeeze=False,
+        gridspec_kw=dict(height_ratios=[3, 1.4] if refs else [1]),
+    )
+    top = axes[0, 0]
+    for i, rho in enumerate(profiles):
+        top.plot(x, rho, lw=1.3, color=f"C{i}", label="DFT" if len(profiles) == 1 else f"DFT {i}")
+    for i, ref in enumerate(refs):
+        rx, rr = np.asarray(ref["x"], float), np.asarray(ref["rho"], float)
+        label = ref.get("label", "reference") if i == 0 else None
+        if "rho_stderr" in ref:
+            top.errorbar(rx, rr, yerr=2 * np.asarray(ref["rho_stderr"], float), fmt="o", ms=2.5, lw=0.8,
+                         color="k", alpha=0.7, label=label and f"{label} (±2 s.e.)")
+        else:
+            top.plot(rx, rr, "k--", lw=1.0, label=label)
+        bottom = axes[1, 0]
+        j = i if len(profiles) == len(refs) else 0
+        bottom.plot(rx, np.interp(rx, x, profiles[j]) - rr, lw=1.0, color=f"C{j}")
+    if rho_bulk is not None:
+        for value in np.unique(np.asarray(rho_bulk, float).ravel())[:most]:
+            top.axhline(value, color="grey", ls=":", lw=0.8)
+    top.set_ylabel(r"$\rho(x)$")
+    top.legend(loc="best", fontsize=8)
+    top.grid(alpha=0.3)
+    if refs:
+        axes[1, 0].set_ylabel("DFT - reference")
+        axes[1, 0].grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(r"$x$ ($\sigma$)")
+    top.set_title(title or "density profile")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_run(out, solution, problem, *, summary: dict, name: str) -> list[str]:
     """Write summary.json, trace.csv and the plots of a finished run into ``out``; returns file names."""
     out = Path(out)
@@ -236,4 +292,7 @@ def write_run(out, solution, problem, *, summary: dict, name: str) -> list[str]:
                 written.append("marginals.png")
     if hasattr(family, "walkers") and plot_walkers(out / "walkers.png", family, target, title=name):
         written.append("walkers.png")
+    if hasattr(family, "rho") and hasattr(family, "grid"):
+        if plot_density(out / "density.png", family, reference, getattr(target, "rho_bulk", None), title=name):
+            written.append("density.png")
     return written

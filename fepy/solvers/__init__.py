@@ -1,5 +1,5 @@
 from ._base import AbstractSolver as AbstractSolver
-from .density import Picard as Picard, PicardState as PicardState
+from .density import DynamicDFT as DynamicDFT, DynamicDFTState as DynamicDFTState, Picard as Picard, PicardState as PicardState
 from .moves import HMC as HMC, MALA as MALA, RandomWalk as RandomWalk, SVGD as SVGD, ULA as ULA, AbstractMove as AbstractMove
 from .particle_flows import (
     FisherRao as FisherRao,

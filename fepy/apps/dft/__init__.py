@@ -6,6 +6,7 @@ from .hard_rods import (
     direct_correlation as direct_correlation,
     tonks_excess_chemical_potential as tonks_excess_chemical_potential,
     tonks_pressure as tonks_pressure,
+    wall_adsorption as wall_adsorption,
     wall_density as wall_density,
 )
 from .lj import (

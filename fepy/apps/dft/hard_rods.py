@@ -28,7 +28,13 @@ kσ plus a Gamma(k + 1, βp) distance and the exact profile is
           \frac{(\beta p)^{k+1} (x - k\sigma)^k}{k!}\,e^{-\beta p (x - k\sigma)},
 
 with contact value :math:`\rho(0^+) = \beta p` (the contact theorem) and
-:math:`\rho(\infty) = \rho_b`.
+:math:`\rho(\infty) = \rho_b`. The rods' positions plus σ form a renewal process with
+spacings :math:`T = \sigma + E`, :math:`E \sim \mathrm{Exp}(\beta p)`, so by the renewal
+theorem the adsorption is
+
+.. math:: \Gamma = \int_0^\infty (\rho - \rho_b)\,dx = \sigma\rho_b + \frac{\rho_b^2}{2(\beta p)^2} - \frac12
+
+(0 for the ideal gas, 1/2 at close packing).
 """
 
 import equinox as eqx
@@ -134,3 +140,10 @@ def wall_density(x: ArrayLike, beta_pressure: float, sigma: float = 1.0) -> np.n
     terms = np.where(positive, np.exp(log_pdf), 0.0)
     terms[0] = beta_pressure * np.exp(-beta_pressure * x)  # k = 0 includes x = 0
     return terms.sum(axis=0)
+
+
+def wall_adsorption(beta_pressure: float, sigma: float = 1.0) -> float:
+    r"""Exact adsorption :math:`\Gamma = \sigma\rho_b + \rho_b^2/(2(\beta p)^2) - 1/2` at a hard wall
+    (module docstring), with :math:`\rho_b = \beta p/(1 + \beta p\sigma)` (rods per wall)."""
+    rho_b = beta_pressure / (1.0 + beta_pressure * sigma)
+    return sigma * rho_b + rho_b**2 / (2.0 * beta_pressure**2) - 0.5
