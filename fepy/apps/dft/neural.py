@@ -43,6 +43,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ...families.grid import Grid
 from ...physics.convolution import convolve, kernel_weights, point_weights
 from ...targets.functional import AbstractExcessFunctional
+from .ornstein_zernike import direct_correlation_1d
 
 
 @functools.lru_cache(maxsize=64)
@@ -198,6 +199,33 @@ def pair_correlation_loss(
         return jnp.mean((hessian + c) ** 2) + chemical_potential_weight * (mu - mu_exc) ** 2
 
     return jnp.mean(jax.vmap(one)(rho_bulk, direct_correlation, beta_mu_excess))
+
+
+def pair_correlation_data(
+    bins: Float[Array, " bins"], g: Float[Array, "batch bins"], density: Float[Array, " batch"], grid: Grid
+) -> Float[Array, "batch n"]:
+    r"""Bulk direct correlation functions on a periodic ``grid``, from simulated pair correlations.
+
+    ``g`` is sampled in bins of width ``grid.dx`` centred at ``bins`` (σ, e.g. from
+    `fepy.apps.dft.gcmc_dataset.generate_bulk`), at the bulk ``density``. It is
+    interpolated to the distances :math:`i\,dx`, turned into c by the 1-D Ornstein-Zernike
+    equation (`fepy.apps.dft.ornstein_zernike.direct_correlation_1d`) and laid out as the
+    periodic offsets :math:`x_i - x_0` of the grid: the target of `pair_correlation_loss`.
+    Distances beyond the sampled range, or beyond half the box, get c = 0.
+    """
+    bins, g, density = np.asarray(bins, float), np.atleast_2d(np.asarray(g, float)), np.atleast_1d(density)
+    if not np.allclose(np.diff(bins), grid.dx):
+        raise ValueError(f"pair-correlation bins must have the grid spacing {grid.dx}, got spacing {np.diff(bins)[:3]}")
+    distance = np.arange(bins.size) * grid.dx
+    out = np.zeros((g.shape[0], grid.n))
+    reach = min(bins.size, grid.n // 2 + 1)
+    for b in range(g.shape[0]):
+        h = np.interp(distance, bins, g[b]) - 1.0
+        h[0] = 2 * h[1] - h[2]  # linear extrapolation to contact from the first two distances
+        c = np.asarray(direct_correlation_1d(h, grid.dx, density[b]))
+        out[b, :reach] = c[:reach]
+        out[b, grid.n - reach + 1:] = c[1:reach][::-1]
+    return jnp.asarray(out)
 
 
 def train(
