@@ -158,7 +158,7 @@ class ContinuedCorrelation(eqx.Module):
         return 1 - self.density * self.c_hat_zero()
 
     def planar(self, z: Float[ArrayLike, " m"]) -> Float[Array, "*batch m"]:
-        """The planar direct correlation :math:`c_2(z)` (σ) at heights ``z`` (σ), see `planar_direct_correlation`."""
+        """The planar direct correlation :math:`c_2(z)` (σ²) at heights ``z`` (σ), see `planar_direct_correlation`."""
         return planar_direct_correlation(self.c, self.grid, z)
 
 
@@ -257,7 +257,7 @@ def direct_correlation_continued(
 def planar_direct_correlation(
     c: Float[ArrayLike, "*batch n"], grid: RadialGrid, z: Float[ArrayLike, " m"]
 ) -> Float[Array, "*batch m"]:
-    r""":math:`c_2(z) = 2\pi\int_{|z|}^{\infty} r\,c(r)\,dr` (σ) for c piecewise linear between the grid points.
+    r""":math:`c_2(z) = 2\pi\int_{|z|}^{\infty} r\,c(r)\,dr` (σ²) for c piecewise linear between the grid points.
 
     The integral of :math:`r\,c(r)` over each interval is exact for the linear interpolant
     (so O(Δr²) for smooth c), and c is taken as 0 beyond the last grid point.
@@ -340,3 +340,23 @@ def _check_packing(packing_fraction):
     if value is not None and not (np.all(value > 0) and np.all(value < 1)):
         raise ValueError(f"packing_fraction must lie in (0, 1), got {value}")
     return eta
+
+
+def direct_correlation_1d(h: Float[ArrayLike, " n"], dx: float, density) -> Float[Array, " n"]:
+    r"""c(x) of a uniform 1-D fluid from h(x), :math:`x_i = i\,dx`, by the 1-D Ornstein-Zernike relation.
+
+    In one dimension the transform of an even function is
+    :math:`\hat f(k) = 2\int_0^\infty f(x)\cos kx\,dx` and OZ reads
+    :math:`\hat c = \hat h/(1 + \rho\hat h)` (ρ per σ). ``h`` is sampled at
+    :math:`i\,dx`, :math:`i = 0 \dots n-1`, and taken to vanish beyond; it is mirrored into
+    a period of length 2n dx and transformed by one FFT (the trapezoid rule). Returns c at
+    the same points.
+    """
+    h = jnp.asarray(h, float)
+    if h.ndim != 1 or h.shape[0] < 3:
+        raise ValueError(f"h must be a 1-D array of at least 3 samples, got shape {h.shape}")
+    density = _check_density(density)
+    full = jnp.concatenate([h, jnp.zeros(1, h.dtype), h[:0:-1]])
+    h_hat = jnp.fft.fft(full).real * dx
+    c = jnp.fft.ifft(h_hat / (1 + density * h_hat)).real / dx
+    return c[: h.shape[0]]
