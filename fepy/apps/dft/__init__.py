@@ -22,3 +22,21 @@ from .gcmc import (
     HardRodPair as HardRodPair,
     LennardJonesPair as LennardJonesPair,
 )
+from .ornstein_zernike import (
+    ContinuedCorrelation as ContinuedCorrelation,
+    RadialGrid as RadialGrid,
+    direct_correlation_continued as direct_correlation_continued,
+    percus_yevick_hard_spheres as percus_yevick_hard_spheres,
+    percus_yevick_inverse_compressibility as percus_yevick_inverse_compressibility,
+    percus_yevick_planar as percus_yevick_planar,
+    planar_direct_correlation as planar_direct_correlation,
+)
+from .bulk_lj import (
+    BulkCorrelationData as BulkCorrelationData,
+    BulkSample as BulkSample,
+    CutShiftedLennardJones as CutShiftedLennardJones,
+    JohnsonZollwegGubbins as JohnsonZollwegGubbins,
+    LangevinMD as LangevinMD,
+    bulk_correlation_data as bulk_correlation_data,
+    ganguly_van_der_vegt as ganguly_van_der_vegt,
+)

@@ -33,6 +33,7 @@ from jaxtyping import Array, ArrayLike, Float
 from jax_md import energy, simulate, smap, space
 
 from ..._validate import concrete
+from ...families.grid import Grid
 from .ornstein_zernike import RadialGrid, direct_correlation_continued, planar_direct_correlation
 
 # Table 10 of Johnson, Zollweg & Gubbins (1993): x_1 .. x_32 of the modified Benedict-Webb-Rubin fit.
@@ -494,6 +495,29 @@ class BulkCorrelationData(eqx.Module):
     r_cut: float = eqx.field(static=True)
     n_particles: int = eqx.field(static=True)
     seed: int = eqx.field(static=True)
+
+    def periodic_kernel(self, grid: Grid) -> Float[Array, "B n"]:
+        r"""c2 laid out on the offsets :math:`x_i - x_0` of a periodic planar ``grid``, images summed (σ²).
+
+        :math:`K_i = \sum_m c_2(|i\,dx + mL|)` over the periodic images within ``z_max``: the
+        bulk Hessian column :math:`-\delta^2\beta F_{exc}/\delta\rho(x_i)\,\delta\rho(x_0)` of the
+        functional on that grid (the ``direct_correlation`` target of
+        `fepy.apps.dft.neural.pair_correlation_loss`). Needs ``grid.dx`` equal to the data's dz.
+        """
+        if not grid.periodic:
+            raise ValueError("periodic_kernel needs a periodic grid")
+        dz = float(self.z[1] - self.z[0])
+        if not np.isclose(grid.dx, dz, rtol=1e-9):
+            raise ValueError(f"grid.dx must equal the data's dz = {dz}, got {grid.dx}")
+        m = self.z.shape[0] - 1
+        offsets = np.arange(grid.n)
+        images = range(-(m // grid.n) - 1, m // grid.n + 2)
+        kernel = jnp.zeros((self.c2.shape[0], grid.n), self.c2.dtype)
+        for image in images:
+            j = np.abs(offsets + image * grid.n)
+            inside = j <= m
+            kernel = kernel.at[:, offsets[inside]].add(self.c2[:, j[inside]])
+        return kernel
 
     def save(self, path) -> None:
         """Write every field to an ``.npz`` file (`load` reads it back)."""
