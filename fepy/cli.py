@@ -1,7 +1,7 @@
 """The ``fepy`` command: ``fepy run models/<name>.py`` and ``fepy bench``.
 
 ``fepy run`` loads a model file (``DEFAULTS``, ``build(config) -> fepy.Problem``, optional
-``REFERENCE``, ``reference(config)`` and ``observables(target, family)``), runs
+``REFERENCE``, ``reference(config)`` and ``observables(target, family[, config])``), runs
 `fepy.minimize` with a progress bar and checkpoints, and writes ``config.json``,
 ``summary.json``, ``trace.csv`` and PNG plots to ``--out`` (default ``runs/<name>``).
 Wrong input ends with one line ``fepy: error: ...`` on stderr and exit status 2; a run
@@ -11,6 +11,7 @@ that breaks down (`fepy.NonFiniteError`) exits with status 3.
 import argparse
 import importlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -300,7 +301,9 @@ def _run(args) -> int:
 
     observables = {}
     if callable(getattr(model, "observables", None)):
-        observables = dict(model.observables(problem.target, solution.family))
+        takes_config = "config" in inspect.signature(model.observables).parameters
+        extra = dict(config=config) if takes_config else {}
+        observables = dict(model.observables(problem.target, solution.family, **extra))
     summary = {**solution.summary, **observables}
     summary.update(
         reference=_reference(model, config), config=config, model=name, seed=seed,
