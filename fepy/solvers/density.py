@@ -25,7 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from ..families.grid import GridDensity
 from ..targets.functional import GrandPotential
@@ -35,7 +35,9 @@ from ._base import AbstractSolver, check_target_and_family
 def _check_problem(solver, target, family) -> None:
     check_target_and_family(solver, target, family, GrandPotential, GridDensity, "density")
     if family.grid != target.grid:
-        raise ValueError(f"{type(solver).__name__}: the density's grid {family.grid} differs from the target's {target.grid}")
+        raise ValueError(
+            f"{type(solver).__name__}: the density's grid {family.grid} differs from the target's {target.grid}"
+        )
     batch = family.rho.shape[:-1]
     try:
         joint = jnp.broadcast_shapes(target.batch_shape, batch)
@@ -61,24 +63,16 @@ def _euler_lagrange(target: GrandPotential, rho, derivative) -> tuple[Array, Arr
     return log_el, jnp.max(jnp.abs(el - rho), axis=-1)
 
 
-def _stats(target: GrandPotential, rho, omega, error, old_rho) -> dict[str, Array]:
+def _stats(target: GrandPotential, rho, omega, error) -> dict[str, Array]:
     r"""βΩ (mean over the batch, kT), the Euler-Lagrange residual :math:`\max|\rho_{EL} - \rho|`
-    (over the batch and grid, σ⁻¹), N = ∫ρ (mean over the batch) and the step's
-    :math:`\max|\rho - \rho_{old}|`."""
-    return dict(
-        grand_potential=jnp.mean(omega),
-        residual=jnp.max(error),
-        number=jnp.mean(target.grid.integrate(rho)),
-        change=jnp.max(jnp.abs(rho - old_rho)),
-    )
+    (over the batch and grid, σ⁻¹) and N = ∫ρ (mean over the batch)."""
+    return dict(grand_potential=jnp.mean(omega), residual=jnp.max(error), number=jnp.mean(target.grid.integrate(rho)))
 
 
 def _summary(target: GrandPotential, family: GridDensity) -> dict[str, Array]:
     rho = family.rho
-    omega = target.omega(rho)
     _, error = _euler_lagrange(target, rho, target.excess_derivative(rho))
-    stats = _stats(target, rho, omega, error, rho)
-    del stats["change"]
+    stats = _stats(target, rho, target.omega(rho), error)
     return dict(stats, free_energy=stats["grand_potential"])
 
 
@@ -149,7 +143,8 @@ class Picard(AbstractSolver):
         if isinstance(self.anderson, bool) or not isinstance(self.anderson, (int, np.integer)) or self.anderson < 0:
             raise ValueError(f"Picard anderson (history length) must be an integer >= 0, got {self.anderson!r}")
         if not (isinstance(self.max_step, (int, float)) and self.max_step > 0 and np.isfinite(self.max_step)):
-            raise ValueError(f"Picard max_step (largest change of ln rho per step) must be finite and > 0, got {self.max_step!r}")
+            raise ValueError(f"Picard max_step (largest change of ln rho per step) must be finite and > 0, "
+                             f"got {self.max_step!r}")
         if not (isinstance(self.restart, (int, float)) and self.restart > 1.0):
             raise ValueError(f"Picard restart (residual growth that rejects a step) must be > 1, got {self.restart!r}")
 
@@ -165,7 +160,10 @@ class Picard(AbstractSolver):
     def init(self, target: GrandPotential, family: GridDensity, key) -> PicardState:
         _check_problem(self, target, family)
         u, f, omega, error = self._evaluate(target, family.rho)
-        history = lambda x: jnp.zeros((*x.shape[:-1], self.anderson + 1, x.shape[-1]), x.dtype).at[..., -1, :].set(x)  # noqa: E731
+
+        def history(x):  # the current iterate, newest of anderson + 1 slots
+            return jnp.zeros((*x.shape[:-1], self.anderson + 1, x.shape[-1]), x.dtype).at[..., -1, :].set(x)
+
         batch = family.rho.shape[:-1]
         return PicardState(
             log_rho=history(u), residual=history(f), count=jnp.ones(batch, jnp.int32), omega=omega, error=error,
@@ -203,7 +201,9 @@ class Picard(AbstractSolver):
             jnp.where(better, jnp.minimum(2 * state.trust, self.max_step), state.trust),
             0.5 * jnp.minimum(state.trust, jnp.max(jnp.abs(delta))),
         )
-        push = lambda history, value: jnp.where(ok, jnp.roll(history, -1, axis=0).at[-1].set(value), history)  # noqa: E731
+        def push(history, value):
+            return jnp.where(ok, jnp.roll(history, -1, axis=0).at[-1].set(value), history)
+
         new_state = PicardState(
             log_rho=push(state.log_rho, u),
             residual=push(state.residual, f),
@@ -224,7 +224,8 @@ class Picard(AbstractSolver):
         new_state, ok = _batched(self._accept, batch, state, delta, u, f, omega, error, points)
         new_rho = jnp.where(ok[..., None], candidate, rho)
         stats = dict(
-            _stats(target, new_rho, new_state.omega, new_state.error, rho),
+            _stats(target, new_rho, new_state.omega, new_state.error),
+            change=jnp.max(jnp.abs(new_rho - rho)),
             accepted=jnp.mean(ok.astype(rho.dtype)),
             anderson=jnp.mean((ok & anderson).astype(rho.dtype)),
             trust=jnp.mean(new_state.trust),
@@ -263,12 +264,12 @@ def _solve_cyclic(lower, diag, upper, rhs, periodic: bool):
 
 
 class DynamicDFTState(eqx.Module):
-    time: Float[Array, ""]  # elapsed time (σ² / γ kT)
+    time: Float[Array, ""]  # elapsed time (units of 1 / mobility)
     derivative: Float[Array, "*batch n"]  # δβF_exc/δρ of the current density (cached from the step before)
 
 
 class DynamicDFT(AbstractSolver):
-    r"""The Wasserstein flow of βΩ: dynamic DFT, :math:`\partial_t\rho = \gamma\,\partial_x(\rho\,\partial_x\mu_{loc})`.
+    r"""The Wasserstein flow of βΩ (dynamic DFT), :math:`\partial_t\rho = \gamma\partial_x(\rho\partial_x\mu_{loc})`.
 
     With :math:`\mu_{loc} = \ln\rho + \psi`, :math:`\psi = \beta V_{ext} + \delta\beta F_{exc}/\delta\rho
     - \beta\mu`, the flux :math:`J = -\gamma e^{-\psi}\partial_x(\rho e^{\psi})` is discretised on the
@@ -280,8 +281,8 @@ class DynamicDFT(AbstractSolver):
     which vanishes exactly when :math:`\rho e^{\psi}`, i.e. :math:`\mu_{loc}`, is the same on both
     sides: the stationary states are those of the continuous flow. Each step of length
     ``dt`` is linearly implicit: ψ is taken at the start of the step, ρ at its end, so a
-    step is one (cyclic) tridiagonal solve with an M-matrix: densities stay positive and
-    mass is conserved to round-off, for any dt, and the external potential and the ideal
+    step is one (cyclic) tridiagonal solve with an M-matrix: for any dt, densities stay
+    positive and the fluxes between cells conserve mass to round-off, and the external potential and the ideal
     gas (the stiff, :math:`1/dx^2` part) never limit dt. Only the excess part is lagged; for
     hard cores it is stable while :math:`\gamma\,dt\,k^2(\rho|\hat c(k)| - 1) \le 2` for all
     wave numbers k, independent of the grid (at η = 0.5 with γ = 1, dt = 0.2 is stable and
@@ -294,8 +295,9 @@ class DynamicDFT(AbstractSolver):
     is connected to a bulk edge; a periodic grid wraps and conserves N (canonical).
 
     Attributes:
-        dt: time per step, in :math:`\sigma^2/(\gamma kT)` units when ``mobility`` = 1.
-        mobility: γ = βD, the one-particle mobility (diffusion coefficient over kT).
+        dt: time per step, in the units of 1/``mobility`` (σ²/D for ``mobility`` = 1).
+        mobility: γ = βD, which in kT units is the one-particle diffusion coefficient D
+            (σ² per unit time).
 
     Per-step statistics, of the density after the step: ``grand_potential`` (βΩ, kT, mean
     over the batch), ``residual`` (:math:`\max|\rho_{EL} - \rho|`, σ⁻¹), ``number`` (mean over
@@ -351,7 +353,9 @@ class DynamicDFT(AbstractSolver):
         derivative = target.excess_derivative(new_rho)
         _, error = _euler_lagrange(target, new_rho, derivative)
         time = state.time + self.dt
-        stats = dict(_stats(target, new_rho, target.omega(new_rho), error, rho), time=time)
+        stats = dict(
+            _stats(target, new_rho, target.omega(new_rho), error), change=jnp.max(jnp.abs(new_rho - rho)), time=time
+        )
         return GridDensity(new_rho, grid), DynamicDFTState(time, derivative), stats
 
     def summary(self, target: GrandPotential, family: GridDensity, state: DynamicDFTState):
