@@ -16,7 +16,7 @@ from scipy.integrate import quad
 
 import fepy
 from fepy.apps.dft import FMT, MeanFieldAttraction, integrated_attraction, planar_kernel, rosenfeld, white_bear_ii
-from fepy.apps.dft.fmt import _white_bear_ii_factors
+from fepy.apps.dft.fmt import _white_bear_factor, _white_bear_ii_factors, white_bear
 from fepy.apps.dft.lj import R_MIN
 from fepy.cli import load_model
 
@@ -46,7 +46,8 @@ def percus_yevick_compressibility(eta):
 
 
 @pytest.mark.parametrize(
-    "phi, closed_form", [(white_bear_ii, carnahan_starling), (rosenfeld, percus_yevick_compressibility)]
+    "phi, closed_form",
+    [(white_bear_ii, carnahan_starling), (white_bear, carnahan_starling), (rosenfeld, percus_yevick_compressibility)],
 )
 def test_bulk_equation_of_state(phi, closed_form):
     fmt = FMT(phi)
@@ -56,7 +57,7 @@ def test_bulk_equation_of_state(phi, closed_form):
     np.testing.assert_allclose(fmt.packing_fraction(_rho(ETAS)), ETAS, rtol=1e-15)
 
 
-@pytest.mark.parametrize("phi", [white_bear_ii, rosenfeld])
+@pytest.mark.parametrize("phi", [white_bear_ii, white_bear, rosenfeld])
 def test_gibbs_duhem(phi):
     """dβp/dρ = ρ dβμ/dρ with βμ = ln ρ + βμ_exc (one thermodynamics from one Φ)."""
     fmt = FMT(phi)
@@ -78,6 +79,17 @@ def test_white_bear_ii_factors_series_and_closed_form_agree():
     grid = fepy.Grid(50, 0.05, "empty", "empty")
     gradient = jax.jit(FMT().derivative, static_argnums=1)(jnp.zeros(50), grid, 0.0)
     assert np.all(np.isfinite(gradient)) and np.all(gradient == 0.0)
+
+
+def test_white_bear_factor_series_and_closed_form_agree():
+    """White Bear's g(n3) = [n3 + (1 - n3)^2 ln(1 - n3)]/n3^2 switches to its series below n3 = 0.1
+    without a step, is 3/2 at n3 = 0, and both White Bears differ at a wall (n2v != 0)."""
+    g = _white_bear_factor(jnp.array([np.nextafter(0.1, 0.0), 0.1, 0.0, 1e-3]))
+    assert float(g[0]) == pytest.approx(float(g[1]), rel=1e-14)  # the closed form loses ~1e-15 at 0.1
+    np.testing.assert_allclose(g[2:], [1.5, 1.5 - 1e-3 / 3 - 1e-6 / 12 - 1e-9 / 30], rtol=1e-13)
+    n2, n3, n2v = 2.0, 0.3, -0.5
+    args = tuple(jnp.asarray(v) for v in (n2 / np.pi, n2 / (2 * np.pi), n2, n3, n2v / (2 * np.pi), n2v))
+    assert abs(float(white_bear(*args)) - float(white_bear_ii(*args))) > 1e-4  # 3.7e-4 kT/σ³ here
 
 
 @pytest.mark.parametrize("dx", [0.01, 0.037])
