@@ -12,7 +12,7 @@ sits at kσ plus a Gamma(k + 1, βp) distance), up to the grid's discretisation 
 ``solver = "picard"`` takes the Fisher-Rao route (mixed Picard + Anderson),
 ``"ddft"`` the Wasserstein one (dynamic DFT, time step ``dt``; it needs many more steps,
 e.g. ``--steps 3000`` at the defaults). The contact density is extrapolated from the
-first four grid points (`fepy.apps.dft.fmt.contact_density`); its error from the grid
+first four grid points (`fepy.families.grid.contact_density`); its error from the grid
 is O(dx²) (``tests/test_dft_hard_rods.py`` extrapolates to dx -> 0): at the defaults
 (η = 0.5, dx = 0.01) ρ(0⁺)/βp - 1 = 2.2e-5 and max |ρ - ρ_exact| = 2.8e-5.
 
@@ -29,7 +29,7 @@ import numpy as np
 
 import fepy
 from fepy.apps.dft import HardRods, tonks_pressure, wall_adsorption, wall_density
-from fepy.apps.dft.fmt import contact_density
+from fepy.families.grid import contact_density
 
 DEFAULTS = dict(
     packing_fraction=0.5, length=10.0, dx=0.01, steps=300, solver="picard", mixing=0.1, anderson=10, dt=0.1,

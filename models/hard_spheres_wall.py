@@ -12,7 +12,7 @@ says
 with βp from the functional's bulk equation of state: Carnahan-Starling for White Bear
 II, βp = ρ(1 + η + η² - η³)/(1 - η)³, and the Percus-Yevick compressibility route for
 Rosenfeld, βp = ρ(1 + η + η²)/(1 - η)³. The contact density is extrapolated from the
-first four grid points (`fepy.apps.dft.fmt.contact_density`); the discretisation error
+first four grid points (`fepy.families.grid.contact_density`); the discretisation error
 is O(dx²): at the default η = 0.4 and dx = 0.005 it is about 5e-5 βp
 (``tests/test_dft_fmt.py`` extrapolates to dx -> 0).
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 import fepy
 from fepy.apps.dft import FMT, rosenfeld, white_bear_ii
-from fepy.apps.dft.fmt import contact_density
+from fepy.families.grid import contact_density
 
 FUNCTIONALS = dict(white_bear_ii=white_bear_ii, rosenfeld=rosenfeld)
 

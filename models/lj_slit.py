@@ -28,7 +28,7 @@ import numpy as np
 
 import fepy
 from fepy.apps.dft import FMT, MeanFieldAttraction, integrated_attraction
-from fepy.apps.dft.fmt import contact_density
+from fepy.families.grid import contact_density
 
 DEFAULTS = dict(temperature=1.5, density=0.65, width=10.0, dz=0.01, cutoff=2.5, steps=200, mixing=0.1, anderson=8)
 

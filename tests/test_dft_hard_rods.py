@@ -22,7 +22,7 @@ from fepy.apps.dft import (
     wall_adsorption,
     wall_density,
 )
-from fepy.apps.dft.fmt import contact_density
+from fepy.families.grid import contact_density
 from fepy.cli import load_model, main
 
 ETAS = np.array([0.05, 0.2, 0.4, 0.5, 0.7, 0.9, 0.99])

@@ -178,7 +178,7 @@ class FMT(AbstractExcessFunctional):
         r""":math:`(n_2, n_3, n_{2v})` at the grid points and, unless periodic, R beyond each edge."""
         w3, w2, w2v = self.weights(grid.dx)
         reach = (len(w3) - 1) // 2
-        extended = grid.extend(rho, reach if grid.periodic else 2 * reach, rho_bulk)
+        extended = grid.extend_for_kernels(rho, reach, rho_bulk)
         return convolve(extended, w2), convolve(extended, w3), convolve(extended, w2v)
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
@@ -199,21 +199,3 @@ class FMT(AbstractExcessFunctional):
     def max_density(self) -> float:
         r"""The density of packing fraction 1, :math:`6/(\pi d^3)`: Φ diverges as :math:`n_3 \to 1`."""
         return 6.0 / (np.pi * self.diameter**3)
-
-
-# Lagrange weights of the cubic through cell centres 1/2, 3/2, 5/2, 7/2 (in dx), evaluated at 0.
-_EDGE_WEIGHTS = np.array([35.0, -35.0, 21.0, -5.0]) / 16.0
-
-
-def contact_density(rho: Float[Array, "*batch n"], side: str = "left") -> Float[Array, "*batch"]:
-    r"""The density at a grid edge, e.g. :math:`\rho(0^+)` at a hard wall (σ⁻³).
-
-    The cell centres lie dx/2, 3dx/2, ... from the edge; the cubic through the first
-    four is extrapolated to it, (35ρ₀ - 35ρ₁ + 21ρ₂ - 5ρ₃)/16, with an error O(dx⁴) for a
-    smooth profile; the discretisation error of the solved profile itself (O(dx²) for `FMT`)
-    remains.
-    """
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    edge = rho[..., :4] if side == "left" else rho[..., :-5:-1]
-    return edge @ jnp.asarray(_EDGE_WEIGHTS, rho.dtype)

@@ -79,7 +79,7 @@ class HardRods(AbstractExcessFunctional):
         r""":math:`(n_0, n_1)` at the grid points and, unless periodic, R beyond each edge."""
         w0, w1 = self.weights(grid.dx)
         reach = (len(w1) - 1) // 2
-        extended = grid.extend(rho, reach if grid.periodic else 2 * reach, rho_bulk)
+        extended = grid.extend_for_kernels(rho, reach, rho_bulk)
         return convolve(extended, w0), convolve(extended, w1)
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:

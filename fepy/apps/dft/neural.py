@@ -120,7 +120,7 @@ class NeuralFunctional(AbstractExcessFunctional):
         """The learned :math:`n_a` at the grid points and, unless periodic, R beyond each edge."""
         weights = _basis_weights(self.radius, self.degree, grid.dx)
         reach = (weights.shape[1] - 1) // 2
-        extended = grid.extend(rho, reach if grid.periodic else 2 * reach, rho_bulk)
+        extended = grid.extend_for_kernels(rho, reach, rho_bulk)
         basis = jnp.stack([convolve(extended, w) for w in weights], axis=-1)  # (*batch, m, basis)
         return basis @ self.mixing.T
 
