@@ -200,7 +200,7 @@ def ganguly_van_der_vegt(
     volume_r = jnp.cumsum(shells) - shells / 2
     rho = jnp.asarray(density, float)[..., None]
     excess = rho * (jnp.cumsum(shells * (g - 1), axis=-1) - shells * (g - 1) / 2)
-    outside = n_particles * (1 - volume_r * rho / n_particles)
+    outside = n_particles - rho * volume_r  # N (1 - V_r / V)
     return g * outside / (outside - excess - 1)
 
 
@@ -230,16 +230,12 @@ class BulkSample(eqx.Module):
     potential: CutShiftedLennardJones
 
     @staticmethod
-    def _mean(x, axis):
-        return jnp.mean(x, axis=axis)
-
-    @staticmethod
     def _stderr(x, axis):
         return jnp.std(x, axis=axis, ddof=1) / np.sqrt(x.shape[axis])
 
     @property
     def g(self) -> Float[Array, "*batch bins"]:
-        return self._mean(self.g_blocks, -2)
+        return jnp.mean(self.g_blocks, axis=-2)
 
     @property
     def g_stderr(self) -> Float[Array, "*batch bins"]:
@@ -247,7 +243,7 @@ class BulkSample(eqx.Module):
 
     @property
     def pressure(self) -> Float[Array, "*batch"]:
-        return self._mean(self.pressure_blocks, -1)
+        return jnp.mean(self.pressure_blocks, axis=-1)
 
     @property
     def pressure_stderr(self) -> Float[Array, "*batch"]:
@@ -256,7 +252,7 @@ class BulkSample(eqx.Module):
     @property
     def energy(self) -> Float[Array, "*batch"]:
         """Potential energy per particle (ε) of the cut-and-shifted fluid."""
-        return self._mean(self.energy_blocks, -1)
+        return jnp.mean(self.energy_blocks, axis=-1)
 
     @property
     def energy_stderr(self) -> Float[Array, "*batch"]:
@@ -264,7 +260,7 @@ class BulkSample(eqx.Module):
 
     @property
     def kinetic_temperature(self) -> Float[Array, "*batch"]:
-        return self._mean(self.temperature_blocks, -1)
+        return jnp.mean(self.temperature_blocks, axis=-1)
 
     @property
     def kinetic_temperature_stderr(self) -> Float[Array, "*batch"]:
@@ -273,12 +269,12 @@ class BulkSample(eqx.Module):
     @property
     def beta_mu_exc(self) -> Float[Array, "*batch"]:
         r""":math:`\beta\mu_{exc} = -\ln\langle e^{-\beta\Delta U}\rangle` (Widom) of the cut-and-shifted fluid."""
-        return -jnp.log(self._mean(self.widom_blocks, -1))
+        return -jnp.log(jnp.mean(self.widom_blocks, axis=-1))
 
     @property
     def beta_mu_exc_stderr(self) -> Float[Array, "*batch"]:
         """Delta-method error: stderr of the insertion average over its mean."""
-        return self._stderr(self.widom_blocks, -1) / self._mean(self.widom_blocks, -1)
+        return self._stderr(self.widom_blocks, -1) / jnp.mean(self.widom_blocks, axis=-1)
 
     @property
     def g_corrected(self) -> Float[Array, "*batch bins"]:

@@ -24,7 +24,7 @@ extends h beyond R self-consistently with a closure (the approach of L. Verlet, 
 165, 201 (1968)): h is held at the simulated values for r ≤ R, and for r > R the
 closure (HNC, :math:`c = e^{-\beta u + \gamma} - 1 - \gamma`, or Percus-Yevick,
 :math:`c = (e^{-\beta u} - 1)(1 + \gamma)`, with :math:`\gamma = h - c`) replaces the data, and
-OZ is solved for c everywhere and h beyond R by Picard iteration on γ.
+OZ is solved for c everywhere and h beyond R by Newton-GMRES iteration on γ.
 
 **Planar geometry.** For a density varying along z only, the pair kernel per unit area is
 the direct correlation integrated over the plane at height z
@@ -138,8 +138,8 @@ class ContinuedCorrelation(eqx.Module):
     r"""The result of `direct_correlation_continued`: c(r) and h(r) on the whole grid.
 
     ``h`` equals the input for r ≤ ``r_match`` and is the closure's continuation beyond;
-    ``c`` solves OZ with it. ``iterations`` and ``residual`` (the largest change of
-    γ = h − c in the last Picard step) report the convergence.
+    ``c`` solves OZ with it. ``iterations`` (Newton steps) and ``residual``
+    (:math:`\max|G(\gamma) - \gamma|` at the end, γ = h − c) report the convergence.
     """
 
     grid: RadialGrid
