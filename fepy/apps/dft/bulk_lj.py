@@ -420,7 +420,6 @@ def _simulate_one(md: LangevinMD, key, density, temperature, n_bins: int):
     init, step = simulate.nvt_langevin(
         smap.pair(potential, metric), shift, md.dt, kT=temperature, gamma=md.friction
     )
-    upper = np.triu_indices(n, 1)
     dr = md.bin_width
     edges_lo = jnp.clip((jnp.arange(n_bins) - 0.5) * dr, 0.0)
     shells = 4 * np.pi / 3 * ((jnp.arange(n_bins) + 0.5) ** 3 * dr**3 - edges_lo**3)
@@ -429,16 +428,17 @@ def _simulate_one(md: LangevinMD, key, density, temperature, n_bins: int):
     state = jax.lax.fori_loop(0, md.equilibration_steps, lambda _, s: step(s), state)
 
     def measure(position, key):
-        r = pair_distances(position, position)[upper]
+        r = pair_distances(position, position)  # (N, N), 0 on the diagonal where u = u' = 0
         u, du = jax.jvp(potential, (r,), (jnp.ones_like(r),))
-        index = jnp.floor(r / dr + 0.5).astype(int)
-        counts = jnp.bincount(jnp.where(index < n_bins, index, n_bins), length=n_bins + 1)[:n_bins]
+        upper = jnp.triu(jnp.ones(r.shape, bool), 1)  # each pair once
+        index = jnp.where(upper, jnp.minimum(jnp.floor(r / dr + 0.5).astype(int), n_bins), n_bins)
+        counts = jnp.bincount(index.ravel(), length=n_bins + 1)[:n_bins]
         g = 2 * counts / (n * (n / volume) * shells)
-        pressure = density * temperature - jnp.sum(r * du) / (3 * volume)
+        pressure = density * temperature - jnp.sum(r * du) / (6 * volume)
         test = jax.random.uniform(key, (md.insertions, 3), float) * box
         insertion = jnp.sum(potential(pair_distances(position, test)), axis=-1)  # (insertions, N)
         widom = jnp.mean(jnp.exp(-insertion / temperature))
-        return g, pressure, jnp.sum(u) / n, widom
+        return g, pressure, jnp.sum(u) / (2 * n), widom
 
     def sample(state, key):
         state = jax.lax.fori_loop(0, md.steps_per_sample, lambda _, s: step(s), state)
