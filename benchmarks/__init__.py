@@ -18,5 +18,7 @@ BENCHMARKS = {
     "qmc": dict(module="qmc"),
     # neural DFT functionals: pair-correlation matching vs the naive profile loss
     "dft_neural": dict(module="dft_neural"),
+    # classical DFT: hard spheres in a slit against FeOs, batched hard-rod solves; sizes in benchmarks/dft.py
+    "dft": dict(module="dft"),
 }
 QUICK = dict(particles=[256], seeds=[0])
