@@ -141,8 +141,9 @@ def test_pair_correlation_matching_reproduces_exact_percus_profiles_at_held_out_
     """Issue 4: a neural functional for hard rods trained only on GCMC data reproduces the exact
     (Percus) profiles at held-out potentials with a mean absolute error below 1% of the density.
 
-    Training data: 16 bulk GCMC runs (box 20 σ, dx 0.05, 16 x 400 sweeps) at βμ in [-1, 2]
-    (η up to 0.61); test: 8 random potentials with walls and βμ drawn from the same range.
+    Training data: 16 bulk GCMC runs (box 20 σ, dx 0.05, 16 x 400 sweeps) at βμ in [-1, 6]
+    (η up to 0.83: the wells of the test environments reach such local densities); test: 8
+    random potentials with walls and βμ in [-1, 2].
     """
     from fepy.apps.dft import GrandCanonicalMC, HardRodPair, HardRods
     from fepy.apps.dft.gcmc_dataset import RandomExternalPotentials, generate_bulk
@@ -150,7 +151,7 @@ def test_pair_correlation_matching_reproduces_exact_percus_profiles_at_held_out_
 
     grid = fepy.Grid(400, 0.05)
     simulator = GrandCanonicalMC(grid, HardRodPair(), 22, pair_range=10.0)
-    bulk = generate_bulk(simulator, np.linspace(-1.0, 2.0, 16), seed=1, blocks=16, sweeps_per_block=400,
+    bulk = generate_bulk(simulator, np.linspace(-1.0, 6.0, 16), seed=1, blocks=16, sweeps_per_block=400,
                          equilibration=500)
     c = pair_correlation_data(bulk["r"], bulk["g"], bulk["density"], grid)
     mu_exc = jnp.asarray(bulk["beta_mu"] - np.log(bulk["density"]))
