@@ -26,6 +26,13 @@ and :math:`\int\Phi_{att}\,dz = \int u_{att}\,d^3r
 + \tfrac43(\sigma/r_c)^3 - \tfrac49(\sigma/r_c)^9\big]`, which is
 :math:`-\tfrac{32\sqrt2}{9}\pi\varepsilon\sigma^3` without a cutoff. Energies below are in ε,
 lengths in σ; the temperature is :math:`T^* = kT/\varepsilon`.
+
+**Cut and shifted** (``shift=True``): the potential :math:`u - u(r_c)` inside :math:`r_c`, the fluid
+simulated by `fepy.apps.dft.bulk_lj` and the GCMC, has the same WCA core
+(:math:`u + \varepsilon` below :math:`r_m`) and the attraction :math:`u_{att} - u(r_c)` for
+:math:`r < r_c`, which adds :math:`-\pi u(r_c)(r_c^2 - z^2)` to :math:`\Phi_{att}` for
+:math:`|z| < r_c` and :math:`-\tfrac{4\pi}{3}r_c^3 u(r_c)` to its integral (:math:`u(r_c) < 0`:
+the shift weakens the attraction, by 7 % at :math:`r_c = 2.5\sigma`).
 """
 
 import math
@@ -48,19 +55,30 @@ def _h(r: ArrayLike) -> ArrayLike:
     return r**-4.0 - 0.4 * r**-10.0
 
 
-def planar_kernel(z: ArrayLike, cutoff: float = math.inf) -> np.ndarray:
-    r""":math:`\Phi_{att}(z) = 2\pi\int_{|z|}^\infty r\,u_{att}(r)\,dr` (ε σ², module docstring), NumPy."""
+def _shift(cutoff: float, shift: bool) -> float:
+    """:math:`u(r_c)` (ε) when the potential is shifted by it, else 0 (also without a cutoff)."""
+    return 4.0 * (cutoff**-12.0 - cutoff**-6.0) if shift and math.isfinite(cutoff) else 0.0
+
+
+def planar_kernel(z: ArrayLike, cutoff: float = math.inf, shift: bool = False) -> np.ndarray:
+    r""":math:`\Phi_{att}(z) = 2\pi\int_{|z|}^\infty r\,u_{att}(r)\,dr` (ε σ², module docstring), NumPy;
+    ``shift``: of the cut-and-shifted potential."""
     z = np.abs(np.asarray(z, float))
     tail = _h(cutoff)  # 0 without a cutoff (inf)
     core = -0.5 * (R_MIN**2 - z**2) + tail - _h(R_MIN)
     outer = tail - _h(np.maximum(z, R_MIN))
-    return 2.0 * np.pi * np.where(z < R_MIN, core, np.where(z < cutoff, outer, 0.0))
+    kernel = 2.0 * np.pi * np.where(z < R_MIN, core, np.where(z < cutoff, outer, 0.0))
+    u_cut = _shift(cutoff, shift)
+    return kernel - np.pi * u_cut * np.where(z < cutoff, cutoff**2 - z**2, 0.0) if u_cut else kernel
 
 
-def integrated_attraction(cutoff: float = math.inf) -> float:
-    r""":math:`\int u_{att}\,d^3r = \int\Phi_{att}\,dz` (ε σ³), closed form (module docstring)."""
+def integrated_attraction(cutoff: float = math.inf, shift: bool = False) -> float:
+    r""":math:`\int u_{att}\,d^3r = \int\Phi_{att}\,dz` (ε σ³), closed form (module docstring);
+    ``shift``: of the cut-and-shifted potential."""
     tail = (4.0 / 3.0) * cutoff**-3.0 - (4.0 / 9.0) * cutoff**-9.0  # 0 without a cutoff (inf)
-    return 4.0 * math.pi * (-math.sqrt(2.0) / 3.0 - 10.0 / (9.0 * math.sqrt(2.0)) + tail)
+    u_cut = _shift(cutoff, shift)
+    shifted = -(4.0 * math.pi / 3.0) * cutoff**3 * u_cut if u_cut else 0.0
+    return 4.0 * math.pi * (-math.sqrt(2.0) / 3.0 - 10.0 / (9.0 * math.sqrt(2.0)) + tail) + shifted
 
 
 class MeanFieldAttraction(AbstractExcessFunctional):
@@ -74,6 +92,8 @@ class MeanFieldAttraction(AbstractExcessFunctional):
         cutoff: :math:`r_c` in σ, beyond :math:`r_m = 2^{1/6}`; finite, since the kernel
             has to fit on a grid (`integrated_attraction` and `planar_kernel` also take
             ``inf``).
+        shift: the attraction of the potential cut and shifted at r_c (module docstring),
+            the fluid of `fepy.apps.dft.bulk_lj` and of the GCMC; default: cut only.
 
     On a `fepy.Grid` the density is piecewise linear and the convolution with
     :math:`\Phi_{att}` is exact for it (`fepy.physics.convolution.kernel_weights`, with
@@ -86,6 +106,7 @@ class MeanFieldAttraction(AbstractExcessFunctional):
 
     temperature: float = eqx.field(static=True)
     cutoff: float = eqx.field(static=True, default=2.5)
+    shift: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if not (np.isfinite(self.temperature) and self.temperature > 0):
@@ -96,7 +117,7 @@ class MeanFieldAttraction(AbstractExcessFunctional):
     def weights(self, dx: float) -> np.ndarray:
         r"""Exact grid weights of :math:`\beta\Phi_{att}` at spacing ``dx``."""
         return kernel_weights(
-            lambda z: planar_kernel(z, self.cutoff) / self.temperature, self.cutoff, dx, breaks=(-R_MIN, R_MIN)
+            lambda z: planar_kernel(z, self.cutoff, self.shift) / self.temperature, self.cutoff, dx, breaks=(-R_MIN, R_MIN)
         )
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
@@ -111,4 +132,4 @@ class MeanFieldAttraction(AbstractExcessFunctional):
     def bulk_free_energy_density(self, rho: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
         r""":math:`\beta f_{att} = \tfrac12\rho^2\int\beta u_{att}\,d^3r` (kT per σ³)."""
         rho = jnp.asarray(rho, float)
-        return 0.5 * rho**2 * integrated_attraction(self.cutoff) / self.temperature
+        return 0.5 * rho**2 * integrated_attraction(self.cutoff, self.shift) / self.temperature
