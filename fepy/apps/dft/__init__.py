@@ -22,6 +22,11 @@ from .gcmc import (
     HardRodPair as HardRodPair,
     LennardJonesPair as LennardJonesPair,
 )
+from .gcmc_planar import (
+    PlanarGCMCResult as PlanarGCMCResult,
+    PlanarGCMCState as PlanarGCMCState,
+    PlanarGrandCanonicalMC as PlanarGrandCanonicalMC,
+)
 from .ornstein_zernike import (
     ContinuedCorrelation as ContinuedCorrelation,
     RadialGrid as RadialGrid,
