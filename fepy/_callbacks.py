@@ -27,10 +27,16 @@ class Callback:
         """The run ended, normally or not."""
 
 
-class ProgressBar(Callback):
-    """A tqdm progress bar on stderr, with the latest values of ``show`` as postfix."""
+# per-step statistics worth watching, of every solver family: particles and QMC (log Z, ESS,
+# acceptance, energy) and densities (DFT: grand potential βΩ and Euler-Lagrange residual)
+KNOWN_STATS = ("log_z", "ess_fraction", "acceptance", "energy", "grand_potential", "residual")
 
-    def __init__(self, show=("log_z", "ess_fraction", "acceptance", "energy")):
+
+class ProgressBar(Callback):
+    """A tqdm progress bar on stderr, with the latest values of those of ``show`` that the
+    solver reports (per-step statistics in the trace) as postfix."""
+
+    def __init__(self, show=KNOWN_STATS):
         self.show = tuple(show)
         self._bar = None
 

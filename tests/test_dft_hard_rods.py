@@ -297,6 +297,16 @@ def test_a_failed_step_is_discarded():
     assert sol.trace["trust"].min() < 1.0
 
 
+def test_progress_bar_shows_the_grand_potential_and_the_residual(capsys):
+    """`fepy.ProgressBar` shows the statistics a DFT solver reports (βΩ, residual) and no others."""
+    target, family = wall_problem(0.5, 0.05, 3.0)
+    solver = fepy.Picard(mixing=0.2, anderson=5)
+    fepy.minimize(target, family, solver, steps=20, key=KEY, chunk_size=10, callbacks=[fepy.ProgressBar()])
+    err = capsys.readouterr().err
+    assert "20/20" in err and "grand_potential=" in err and "residual=" in err
+    assert "log_z" not in err and "energy=" not in err
+
+
 # ---------------------------------------------------------------------------- model file
 
 
