@@ -92,12 +92,13 @@ def test_white_bear_factor_series_and_closed_form_agree():
     assert abs(float(white_bear(*args)) - float(white_bear_ii(*args))) > 1e-4  # 3.7e-4 kT/σ³ here
 
 
-@pytest.mark.parametrize("dx", [0.01, 0.037])
+@pytest.mark.parametrize("dx, quadrature", [(0.01, 1), (0.037, 1), (0.037, 3)])
 @pytest.mark.parametrize("edges", ["periodic", "bulk"])
-def test_uniform_fluid_on_a_grid_is_bulk(dx, edges):
-    """Exact weights: a uniform profile has the bulk μ_exc at every point (any dx, also R/dx not whole)."""
+def test_uniform_fluid_on_a_grid_is_bulk(dx, quadrature, edges):
+    """Exact weights: a uniform profile has the bulk μ_exc at every point (any dx, also R/dx not
+    whole, and between the points: with a 3-point quadrature of Φ in each cell)."""
     fluid = FMT() + MeanFieldAttraction(temperature=1.5, cutoff=2.5)
-    grid = fepy.Grid(400, dx, edges, edges)
+    grid = fepy.Grid(400, dx, edges, edges, quadrature=quadrature)
     rho_b = _rho(0.35)
     rho = jnp.full(grid.n, rho_b)
     derivative = jax.jit(fluid.derivative, static_argnums=1)(rho, grid, rho_b)
@@ -113,7 +114,7 @@ def test_vector_weighted_density_is_minus_gradient_of_n3():
     grid = fepy.Grid(500, 0.01)
     z = grid.points
     rho = 0.6 + 0.3 * jnp.sin(2 * jnp.pi * z / grid.length)
-    n2, n3, n2v = FMT().weighted_densities(rho, grid, 0.6)
+    n2, n3, n2v = (n[..., 0] for n in FMT().weighted_densities(rho, grid, 0.6))  # at the points (midpoint rule)
     gradient = (jnp.roll(n3, -1) - jnp.roll(n3, 1)) / (2 * grid.dx)
     # central differences and the piecewise-linear density: O(dx^2) relative to |dn3/dz| ~ 0.2
     np.testing.assert_allclose(n2v, -gradient, atol=1e-5)

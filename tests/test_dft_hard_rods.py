@@ -23,6 +23,7 @@ from fepy.apps.dft import (
     wall_density,
 )
 from fepy.families.grid import contact_density
+from fepy.physics.convolution import convolve, kernel_weights, pad_stack, point_weights
 from fepy.cli import load_model, main
 
 ETAS = np.array([0.05, 0.2, 0.4, 0.5, 0.7, 0.9, 0.99])
@@ -56,20 +57,45 @@ def test_bulk_equation_of_state_is_tonks():
     np.testing.assert_allclose(rods.bulk_density(beta_mu), ETAS, rtol=1e-12)
 
 
+@pytest.mark.parametrize("quadrature", [1, 3])
 @pytest.mark.parametrize("sigma", [1.0, 0.7])
 @pytest.mark.parametrize("edges", [("periodic", "periodic"), ("empty", "bulk")])
-def test_uniform_fluid_on_a_grid_is_bulk(sigma, edges):
-    """The grid weights are exact for a uniform density: the functional derivative in a
-    periodic box, and away from the edge next to bulk, is the bulk βμ_exc to round-off."""
+def test_uniform_fluid_on_a_grid_is_bulk(sigma, edges, quadrature):
+    """The grid weights are exact for a uniform density, at the points and between them: the
+    functional derivative in a periodic box, and away from the edge next to bulk, is the bulk
+    βμ_exc to round-off, with any number of quadrature points per cell."""
     rods, dx, eta = HardRods(sigma), 0.03, 0.6
     rho = eta / sigma
-    grid = fepy.Grid(200, dx, *edges)
+    grid = fepy.Grid(200, dx, *edges, quadrature=quadrature)
     derivative = np.asarray(rods.derivative(jnp.full(grid.n, rho), grid, rho))
     exact = float(tonks_excess_chemical_potential(rho, sigma))
     far = slice(None) if edges[0] == "periodic" else slice(int(2 * sigma / dx) + 2, None)
     np.testing.assert_allclose(derivative[far], exact, rtol=1e-12)
-    periodic_fe = rods.free_energy(jnp.full(grid.n, rho), fepy.Grid(200, dx), rho)
+    periodic_fe = rods.free_energy(jnp.full(grid.n, rho), fepy.Grid(200, dx, quadrature=quadrature), rho)
     np.testing.assert_allclose(periodic_fe, grid.length * rods.bulk_free_energy_density(rho), rtol=1e-12)
+
+
+@pytest.mark.parametrize("tau", [-0.004, 0.011])
+def test_weights_are_exact_between_the_points(tau):
+    """For a linear density a + b x (piecewise linear, so represented exactly) the weights at an
+    offset τ from the points give the exact weighted densities at x_i + τ: ρ(x_i + τ - R) for
+    the point kernel, 2R ρ(x_i + τ) for the step and (4πR³/3) ρ(x_i + τ) for w3 = π(R² - z²)
+    (odd moments vanish); a stack of offsets (`pad_stack`) gives each of them."""
+    dx, radius = 0.025, 0.5
+    x = (np.arange(120) + 0.5) * dx
+    rho = jnp.asarray(0.3 + 0.7 * x)
+    linear = lambda y: 0.3 + 0.7 * y  # noqa: E731
+    step = kernel_weights(np.ones_like, radius, dx, offset=tau)
+    m = (len(step) - 1) // 2
+    np.testing.assert_allclose(convolve(rho, step), 2 * radius * linear(x[m:-m] + tau), rtol=1e-13)
+    point = point_weights(radius - tau, dx, m)
+    np.testing.assert_allclose(convolve(rho, point), linear(x[m:-m] + tau - radius), rtol=1e-13)
+    parabola = lambda z: np.pi * (radius**2 - z**2)  # noqa: E731
+    stacked = pad_stack([kernel_weights(parabola, radius, dx), kernel_weights(parabola, radius, dx, offset=tau)])
+    m = (stacked.shape[-1] - 1) // 2
+    volume = 4 * np.pi * radius**3 / 3
+    expected = np.stack([volume * linear(x[m:-m]), volume * linear(x[m:-m] + tau)], axis=-1)
+    np.testing.assert_allclose(convolve(rho, stacked), expected, rtol=1e-13)
 
 
 @pytest.mark.parametrize("eta", [0.3, 0.6, 0.9])
@@ -267,6 +293,9 @@ def test_bad_input_is_refused():
             fepy.DynamicDFT(**kwargs)
     with pytest.raises(ValueError, match="HardRods sigma"):
         HardRods(sigma=0.0)
+    for quadrature in (0, 1.5, True):
+        with pytest.raises(ValueError, match="Grid quadrature"):
+            fepy.Grid(50, 0.05, quadrature=quadrature)
     with pytest.raises(ValueError, match="grid"):
         fepy.Picard().init(target, fepy.GridDensity(jnp.full(50, 0.5), fepy.Grid(50, 0.04, "empty", "bulk")), KEY)
     batched = fepy.GrandPotential.from_bulk_density(grid, HardRods(), jnp.array([0.3, 0.5]), jnp.zeros(50))

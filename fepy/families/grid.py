@@ -28,12 +28,37 @@ class Grid(eqx.Module):
     - ``"empty"``: nothing (density 0) and no flux: a hard wall at the edge.
 
     Hard walls inside the grid are regions where the external potential is ``+inf``.
+
+    At an ``"empty"`` edge the density falls linearly from the first point to 0 at -dx/2
+    (each point keeps its whole hat function). This is deliberate: every point then weighs
+    one cell in the weighted densities, as in the midpoint ideal-gas term, so the
+    Euler-Lagrange equation is consistent at the first points, and at the points the
+    weighted densities equal those of the density cut at the contact plane to O(dx²)
+    when R/dx is whole. A density extrapolated linearly to the contact plane and cut
+    there makes the first two points weigh 9/8 and 7/8 of a cell: an O(1) error in their
+    chemical potential (hard rods at η = 0.8, dx = 0.02: contact density 0.007 βp, or 2.1 βp
+    with the ideal-gas term weighted alike, against 1.15 βp here).
+
+    Between the points the density is piecewise linear (`fepy.physics.convolution`), so
+    weighted densities are exact anywhere in a cell. Local terms (ideal gas, external
+    potential, `integrate`) take the midpoint rule; the free-energy density of a
+    weighted-density functional, :math:`\int\Phi(n(x))\,dx`, takes the
+    ``quadrature``-point Gauss-Legendre rule on each cell (`cell_quadrature`; 1, the
+    default, is the midpoint rule), at the cost of one set of convolutions per point.
+    More points pay where Φ varies on scales below dx: hard rods at a dense wall, where
+    :math:`1 - n_1 \approx e^{-\beta p\sigma} + \beta p\,s` at a distance s past x = R (the
+    window's edge on the contact plane) grows by orders of magnitude within one cell, so
+    that the midpoint rule misjudges the force on the first layer by O(1) until
+    dx ≪ e^{-βpσ}/βp. Measured ρ(0⁺)/βp - 1 at η = 0.85 for dx = 0.02, 0.01, 0.005, 0.0025:
+    +26.5, +26.4, +22.8, +15.6 % with 1 point; -2.7, -1.7, -1.0, -0.55 % with 4;
+    -1.5, -0.76, -0.38, -0.17 % with 8 (``tests/test_dft_hard_rods.py``).
     """
 
     n: int = eqx.field(static=True)
     dx: float = eqx.field(static=True)
     left: Side = eqx.field(static=True, default="periodic")
     right: Side = eqx.field(static=True, default="periodic")
+    quadrature: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
         if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) or self.n < 2:
@@ -45,6 +70,9 @@ class Grid(eqx.Module):
                 raise ValueError(f"Grid {name} must be one of {_SIDES}, got {getattr(self, name)!r}")
         if (self.left == "periodic") != (self.right == "periodic"):
             raise ValueError("a periodic Grid is periodic at both edges")
+        q = self.quadrature
+        if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 1:
+            raise ValueError(f"Grid quadrature (points per cell) must be an integer >= 1, got {q!r}")
 
     @property
     def length(self) -> float:
@@ -62,6 +90,18 @@ class Grid(eqx.Module):
     def integrate(self, f: Float[Array, "*batch n"]) -> Float[Array, "*batch"]:
         r""":math:`\int f\,dx \approx \sum_i f_i\,dx` (midpoint rule) along the last axis."""
         return jnp.sum(f, axis=-1) * self.dx
+
+    def cell_quadrature(self) -> tuple[np.ndarray, np.ndarray]:
+        r"""Offsets :math:`\tau_q` (σ) from the cell centre and weights :math:`w_q` (summing to 1) of
+        the ``quadrature``-point Gauss-Legendre rule on a cell: :math:`\int_{x_i - dx/2}^{x_i + dx/2} f
+        \approx dx\sum_q w_q f(x_i + \tau_q)`, exact for polynomials of degree 2·quadrature - 1."""
+        nodes, weights = np.polynomial.legendre.leggauss(self.quadrature)
+        return 0.5 * self.dx * nodes, 0.5 * weights
+
+    def integrate_cells(self, f: Float[Array, "*batch m q"]) -> Float[Array, "*batch"]:
+        r""":math:`\sum_i dx \sum_q w_q f(x_i + \tau_q)` (`cell_quadrature`): ``f`` at the rule's points of each cell."""
+        _, weights = self.cell_quadrature()
+        return jnp.sum(f @ jnp.asarray(weights, f.dtype), axis=-1) * self.dx
 
     def extend(self, rho: Float[Array, "*batch n"], width: int, rho_bulk) -> Float[Array, "*batch n+2*width"]:
         """``rho`` with ``width`` points added on each side as the edges say (wrap, bulk, zero)."""

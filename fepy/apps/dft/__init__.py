@@ -4,6 +4,7 @@ from .fmt import FMT as FMT, rosenfeld as rosenfeld, white_bear_ii as white_bear
 from .hard_rods import (
     HardRods as HardRods,
     direct_correlation as direct_correlation,
+    tonks_density as tonks_density,
     tonks_excess_chemical_potential as tonks_excess_chemical_potential,
     tonks_pressure as tonks_pressure,
     wall_adsorption as wall_adsorption,

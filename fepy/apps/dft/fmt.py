@@ -33,7 +33,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ...families.grid import Grid
-from ...physics.convolution import convolve, kernel_weights
+from ...physics.convolution import convolve, kernel_weights, pad_stack
 from ...targets.functional import AbstractExcessFunctional
 
 Measure = Float[Array, "*shape"]  # a weighted density (or Φ) at each point
@@ -142,10 +142,11 @@ class FMT(AbstractExcessFunctional):
 
     On a `fepy.Grid` the density is piecewise linear between the points and the weighted
     densities are exact for it (`fepy.physics.convolution.kernel_weights`), so bulk
-    quantities are exact to round-off. βF is the midpoint sum of Φ over the grid and, for
-    non-periodic grids, over the R wide margins beyond the edges whose weighted densities
-    still see the grid's density (the density is extended by 2R), so that its gradient is
-    the exact functional derivative of this discretisation.
+    quantities are exact to round-off. βF is the sum of Φ by the grid's cell quadrature
+    (`fepy.Grid.cell_quadrature`; the midpoint rule by default) over the grid and, for
+    non-periodic grids, over the margins beyond the edges whose weighted densities still
+    see the grid's density (the density is extended by twice the kernels' reach), so that
+    its gradient is the exact functional derivative of this discretisation.
     """
 
     phi: Phi = eqx.field(static=True, default=white_bear_ii)
@@ -159,14 +160,17 @@ class FMT(AbstractExcessFunctional):
     def radius(self) -> float:
         return 0.5 * self.diameter
 
-    def weights(self, dx: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r"""Exact grid weights of :math:`w_3`, :math:`w_2` and :math:`w_{2v}` at spacing ``dx``."""
+    def weights(self, dx: float, offsets=(0.0,)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Exact grid weights of :math:`w_3`, :math:`w_2` and :math:`w_{2v}` at spacing ``dx``, at each of
+        ``offsets`` τ (σ) from the points: three arrays of shape ``(len(offsets), 2m + 1)``."""
         r = self.radius
-        return (
-            kernel_weights(lambda z: np.pi * (r**2 - z**2), r, dx),
-            kernel_weights(lambda z: np.full_like(z, 2.0 * np.pi * r), r, dx),
-            kernel_weights(lambda z: 2.0 * np.pi * z, r, dx),
+        kernels = (
+            lambda z: np.pi * (r**2 - z**2),
+            lambda z: np.full_like(z, 2.0 * np.pi * r),
+            lambda z: 2.0 * np.pi * z,
         )
+        stacked = pad_stack([kernel_weights(w, r, dx, offset=tau) for w in kernels for tau in offsets])
+        return tuple(stacked.reshape(len(kernels), len(offsets), -1))
 
     def _phi(self, n2: Measure, n3: Measure, n2v: Measure) -> Measure:
         r = self.radius
@@ -174,17 +178,18 @@ class FMT(AbstractExcessFunctional):
 
     def weighted_densities(
         self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk
-    ) -> tuple[Float[Array, "*batch m"], Float[Array, "*batch m"], Float[Array, "*batch m"]]:
-        r""":math:`(n_2, n_3, n_{2v})` at the grid points and, unless periodic, R beyond each edge."""
-        w3, w2, w2v = self.weights(grid.dx)
-        reach = (len(w3) - 1) // 2
+    ) -> tuple[Float[Array, "*batch m q"], Float[Array, "*batch m q"], Float[Array, "*batch m q"]]:
+        r""":math:`(n_2, n_3, n_{2v})` at the quadrature points of the grid's cells and, unless periodic,
+        of the cells within the kernels' reach beyond each edge."""
+        w3, w2, w2v = self.weights(grid.dx, tuple(grid.cell_quadrature()[0]))
+        reach = (w3.shape[-1] - 1) // 2
         extended = grid.extend_for_kernels(rho, reach, rho_bulk)
         return convolve(extended, w2), convolve(extended, w3), convolve(extended, w2v)
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
-        r""":math:`\beta F_{exc} = \sum_i \Phi(n_\alpha(z_i))\,dz` (kT per σ²)."""
+        r""":math:`\beta F_{exc} = \int \Phi(n_\alpha(z))\,dz` by the cell quadrature (kT per σ²)."""
         n2, n3, n2v = self.weighted_densities(rho, grid, rho_bulk)
-        return jnp.sum(self._phi(n2, n3, n2v), axis=-1) * grid.dx
+        return grid.integrate_cells(self._phi(n2, n3, n2v))
 
     def bulk_free_energy_density(self, rho: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
         r""":math:`\Phi` at :math:`n_3 = \pi\rho d^3/6`, :math:`n_2 = \pi\rho d^2`, vectors 0 (kT per σ³)."""

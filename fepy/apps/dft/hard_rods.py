@@ -44,7 +44,7 @@ from jaxtyping import Array, ArrayLike, Float
 from scipy.special import gammaln
 
 from ...families.grid import Grid
-from ...physics.convolution import convolve, kernel_weights, point_weights
+from ...physics.convolution import convolve, kernel_weights, pad_stack, point_weights
 from ...targets.functional import AbstractExcessFunctional
 
 
@@ -53,10 +53,11 @@ class HardRods(AbstractExcessFunctional):
 
     On a `fepy.Grid` the density is piecewise linear between the points and
     :math:`n_0, n_1` are exact for it (`fepy.physics.convolution`), so every bulk
-    quantity is exact to round-off. βF is the midpoint sum of Φ over the grid and, for
-    non-periodic grids, over the R wide margins beyond the edges whose weighted densities
-    still see the grid's density (the density is extended by 2R), so that its gradient is
-    the exact functional derivative of this discretisation.
+    quantity is exact to round-off. βF is the sum of Φ by the grid's cell quadrature
+    (`fepy.Grid.cell_quadrature`; the midpoint rule by default) over the grid and, for
+    non-periodic grids, over the margins beyond the edges whose weighted densities still
+    see the grid's density (the density is extended by twice the kernels' reach), so that
+    its gradient is the exact functional derivative of this discretisation.
     """
 
     sigma: float = eqx.field(static=True, default=1.0)
@@ -65,27 +66,31 @@ class HardRods(AbstractExcessFunctional):
         if not (np.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"HardRods sigma must be finite and > 0, got {self.sigma!r}")
 
-    def weights(self, dx: float) -> tuple[np.ndarray, np.ndarray]:
-        r"""Exact grid weights of :math:`w_0 = [\delta(x - R) + \delta(x + R)]/2` and :math:`w_1 = \Theta(R - |x|)`."""
+    def weights(self, dx: float, offsets=(0.0,)) -> tuple[np.ndarray, np.ndarray]:
+        r"""Exact grid weights of :math:`w_0 = [\delta(x - R) + \delta(x + R)]/2` and :math:`w_1 = \Theta(R - |x|)`
+        at each of ``offsets`` τ (σ) from the points: two arrays of shape ``(len(offsets), 2m + 1)``."""
         radius = 0.5 * self.sigma
-        w1 = kernel_weights(np.ones_like, radius, dx)
-        reach = (len(w1) - 1) // 2
-        w0 = 0.5 * (point_weights(radius, dx, reach) + point_weights(-radius, dx, reach))
+        w1 = pad_stack([kernel_weights(np.ones_like, radius, dx, offset=tau) for tau in offsets])
+        reach = (w1.shape[-1] - 1) // 2
+        w0 = np.stack(
+            [0.5 * (point_weights(radius - tau, dx, reach) + point_weights(-radius - tau, dx, reach)) for tau in offsets]
+        )
         return w0, w1
 
     def weighted_densities(
         self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk
-    ) -> tuple[Float[Array, "*batch m"], Float[Array, "*batch m"]]:
-        r""":math:`(n_0, n_1)` at the grid points and, unless periodic, R beyond each edge."""
-        w0, w1 = self.weights(grid.dx)
-        reach = (len(w1) - 1) // 2
+    ) -> tuple[Float[Array, "*batch m q"], Float[Array, "*batch m q"]]:
+        r""":math:`(n_0, n_1)` at the quadrature points of the grid's cells and, unless periodic, of
+        the cells within the kernels' reach beyond each edge."""
+        w0, w1 = self.weights(grid.dx, tuple(grid.cell_quadrature()[0]))
+        reach = (w1.shape[-1] - 1) // 2
         extended = grid.extend_for_kernels(rho, reach, rho_bulk)
         return convolve(extended, w0), convolve(extended, w1)
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
-        r""":math:`\beta F_{exc} = -\sum_i n_0(x_i)\ln(1 - n_1(x_i))\,dx` (kT)."""
+        r""":math:`\beta F_{exc} = -\int n_0\ln(1 - n_1)\,dx` by the cell quadrature (kT)."""
         n0, n1 = self.weighted_densities(rho, grid, rho_bulk)
-        return -jnp.sum(n0 * jnp.log1p(-n1), axis=-1) * grid.dx
+        return grid.integrate_cells(-n0 * jnp.log1p(-n1))
 
     def bulk_free_energy_density(self, rho: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
         r""":math:`\beta f_{exc} = -\rho\ln(1 - \rho\sigma)` (kT per σ)."""
@@ -101,6 +106,13 @@ def tonks_pressure(rho: ArrayLike, sigma: float = 1.0) -> Array:
     r"""Exact :math:`\beta p = \rho/(1 - \rho\sigma)` of the hard-rod fluid (kT per σ)."""
     rho = jnp.asarray(rho, float)
     return rho / (1.0 - rho * sigma)
+
+
+def tonks_density(beta_pressure: ArrayLike, sigma: float = 1.0) -> Array:
+    r"""The bulk density of the hard-rod fluid at pressure βp, :math:`\rho = \beta p/(1 + \beta p\sigma)`
+    (the inverse of `tonks_pressure`), per σ."""
+    beta_pressure = jnp.asarray(beta_pressure, float)
+    return beta_pressure / (1.0 + beta_pressure * sigma)
 
 
 def tonks_excess_chemical_potential(rho: ArrayLike, sigma: float = 1.0) -> Array:

@@ -41,20 +41,24 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ...families.grid import Grid
-from ...physics.convolution import convolve, kernel_weights, point_weights
+from ...physics.convolution import convolve, kernel_weights, pad_stack, point_weights
 from ...targets.functional import AbstractExcessFunctional
 from .ornstein_zernike import direct_correlation_1d
 
 
 @functools.lru_cache(maxsize=64)
-def _basis_weights(radius: float, degree: int, dx: float) -> np.ndarray:
-    """Grid weights of the kernels P_0..P_{degree-1}(s/R) and delta(s -+ R), shape (degree + 2, 2m + 1)."""
+def _basis_weights(radius: float, degree: int, dx: float, offsets: tuple[float, ...] = (0.0,)) -> np.ndarray:
+    """Grid weights of the kernels P_0..P_{degree-1}(s/R) and delta(s -+ R) at each of ``offsets`` from
+    the points, shape (degree + 2, len(offsets), 2m + 1)."""
     polynomials = [
-        kernel_weights(lambda s, k=k: np.polynomial.legendre.Legendre.basis(k)(s / radius), radius, dx)
+        pad_stack([
+            kernel_weights(lambda s, k=k: np.polynomial.legendre.Legendre.basis(k)(s / radius), radius, dx, offset=tau)
+            for tau in offsets
+        ])
         for k in range(degree)
     ]
-    m = (len(polynomials[0]) - 1) // 2
-    points = [point_weights(-radius, dx, m), point_weights(radius, dx, m)]
+    m = (polynomials[0].shape[-1] - 1) // 2
+    points = [np.stack([point_weights(a - tau, dx, m) for tau in offsets]) for a in (-radius, radius)]
     return np.stack(polynomials + points)
 
 
@@ -116,16 +120,19 @@ class NeuralFunctional(AbstractExcessFunctional):
         flat = n.reshape(-1, n.shape[-1])
         return (jax.vmap(self.mlp)(flat) - value0 - flat @ grad0).reshape(n.shape[:-1])
 
-    def weighted_densities(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch m features"]:
-        """The learned :math:`n_a` at the grid points and, unless periodic, R beyond each edge."""
-        weights = _basis_weights(self.radius, self.degree, grid.dx)
-        reach = (weights.shape[1] - 1) // 2
+    def weighted_densities(
+        self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk
+    ) -> Float[Array, "*batch m q features"]:
+        """The learned :math:`n_a` at the quadrature points of the grid's cells (`fepy.Grid.cell_quadrature`)
+        and, unless periodic, of the cells within the kernels' reach beyond each edge."""
+        weights = _basis_weights(self.radius, self.degree, grid.dx, tuple(grid.cell_quadrature()[0]))
+        reach = (weights.shape[-1] - 1) // 2
         extended = grid.extend_for_kernels(rho, reach, rho_bulk)
-        basis = jnp.stack([convolve(extended, w) for w in weights], axis=-1)  # (*batch, m, basis)
+        basis = jnp.stack([convolve(extended, w) for w in weights], axis=-1)  # (*batch, m, q, basis)
         return basis @ self.mixing.T
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
-        return jnp.sum(self._phi(self.weighted_densities(rho, grid, rho_bulk)), axis=-1) * grid.dx
+        return grid.integrate_cells(self._phi(self.weighted_densities(rho, grid, rho_bulk)))
 
     def bulk_free_energy_density(self, rho: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
         rho = jnp.asarray(rho, self.mixing.dtype)
