@@ -1,6 +1,7 @@
 """fepy: differentiable physics as free-energy minimisation, F[q] = E_q[H] - T S[q] >= -T log Z."""
 
 from ._callbacks import Callback as Callback, Checkpoint as Checkpoint, ProgressBar as ProgressBar
+from ._continuation import ContinuationError as ContinuationError, continuation as continuation
 from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
 from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
 from ._problem import Problem as Problem
