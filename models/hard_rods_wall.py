@@ -17,11 +17,25 @@ is O(dx²) (``tests/test_dft_hard_rods.py`` extrapolates to dx -> 0): at the def
 (η = 0.5, dx = 0.01) ρ(0⁺)/βp - 1 = 2.2e-5 and max |ρ - ρ_exact| = 2.8e-5.
 
 Dense fluids are hard at a wall: the first layer is close packed up to
-1 - n1 ≈ e^{-βpσ}, so the grid error near the wall grows roughly like dx e^{βpσ}
-(at η = 0.85 and dx = 0.01 the contact density is 26 % high) and the Picard Jacobian
-gets eigenvalues up to ~1e5 at η = 0.9. From the uniform start, Picard with Anderson
-(e.g. ``--set mixing=0.02``) converges up to η ≈ 0.88 (continued from a lower η; 0.85
-directly); at η = 0.9 it does not.
+1 - n1 ≈ e^{-βpσ} (1.2e-4 at η = 0.9), and past x = R (the window's edge on the contact
+plane) 1 - n1 grows from that to βp dx within one cell. The midpoint rule for Φ
+(``quadrature = 1``) misjudges that cell's force on the first layer by O(1) until
+dx ≪ e^{-βpσ}/βp, whatever the density does at the wall (`fepy.Grid`). Measured
+ρ(0⁺)/βp - 1 at η = 0.85 for dx = 0.02, 0.01, 0.005, 0.0025: +26.5, +26.4, +22.8,
++15.6 %; at η = 0.9, dx = 0.01: +28 % (11.49 against βp = 9). More Gauss points per cell
+(``--set quadrature=q``) resolve it, and the error becomes first order in dx: at
+η = 0.85, q = 8: -1.47, -0.76, -0.38, -0.17 %; at η = 0.9, q = 4: -4.0, -3.0, -2.6,
+-2.4 % (still limited by q), q = 8: -3.0, -1.9, -1.3, -0.96 %, q = 32 (dx = 0.01, 0.005,
+0.0025): -1.21, -0.62, -0.31 %, order 0.95 (``tests/test_dft_hard_rods.py``).
+
+The Picard Jacobian at η = 0.9 has eigenvalues up to ~1e5 (the first layer's
+normalisation), and Picard is stable in bulk only for mixing < 2(1 - η)². From the
+uniform fluid, ``--set packing_fraction=0.9 --set quadrature=4 --set mixing=0.01
+--set anderson=20 --steps 3000`` converges (residual 1e-9 after 1496 steps), but not at
+every setting (with ``anderson=10`` it stalls at 1e-8; at ``dx=0.005`` with
+``mixing=0.005`` it does not converge). The robust route is `fepy.continuation` in βp
+from η = 0.5, each stage started from the one before: residual 1e-10 after 2100-3400
+steps in all, in each of 19 runs with dx = 0.02 to 0.0025 and q = 4 to 32.
 """
 
 import jax.numpy as jnp
@@ -32,7 +46,8 @@ from fepy.apps.dft import HardRods, tonks_pressure, wall_adsorption, wall_densit
 from fepy.families.grid import contact_density
 
 DEFAULTS = dict(
-    packing_fraction=0.5, length=10.0, dx=0.01, steps=300, solver="picard", mixing=0.1, anderson=10, dt=0.1,
+    packing_fraction=0.5, length=10.0, dx=0.01, quadrature=1, steps=300, solver="picard", mixing=0.1, anderson=10,
+    dt=0.1,
 )
 SOLVERS = ("picard", "ddft")
 
@@ -49,7 +64,7 @@ def _check(config) -> dict:
 
 
 def _grid(c) -> fepy.Grid:
-    return fepy.Grid(int(round(c["length"] / c["dx"])), c["dx"], "empty", "bulk")
+    return fepy.Grid(int(round(c["length"] / c["dx"])), c["dx"], "empty", "bulk", quadrature=c["quadrature"])
 
 
 def reference(config) -> dict:
