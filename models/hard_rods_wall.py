@@ -25,8 +25,9 @@ dx ≪ e^{-βpσ}/βp, whatever the density does at the wall (`fepy.Grid`). Meas
 +15.6 %; at η = 0.9, dx = 0.01: +28 % (11.49 against βp = 9). More Gauss points per cell
 (``--set quadrature=q``) resolve it, and the error becomes first order in dx: at
 η = 0.85, q = 8: -1.47, -0.76, -0.38, -0.17 %; at η = 0.9, q = 4: -4.0, -3.0, -2.6,
--2.4 % (still limited by q), q = 8: -3.0, -1.9, -1.3, -0.96 %, q = 32 (dx = 0.01, 0.005,
-0.0025): -1.21, -0.62, -0.31 %, order 0.95 (``tests/test_dft_hard_rods.py``).
+-2.4 % (still limited by q), q = 8: -3.0, -1.9, -1.3, -0.96 %; q = 32 (dx = 0.01, 0.005,
+0.0025, length 20): -1.21, -0.63, -0.32 %, observed order 0.95, extrapolated to dx -> 0
+within 2.3e-4 of βp (``tests/test_dft_hard_rods.py``).
 
 The Picard Jacobian at η = 0.9 has eigenvalues up to ~1e5 (the first layer's
 normalisation), and Picard is stable in bulk only for mixing < 2(1 - η)². From the

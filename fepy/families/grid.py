@@ -51,7 +51,7 @@ class Grid(eqx.Module):
     that the midpoint rule misjudges the force on the first layer by O(1) until
     dx ≪ e^{-βpσ}/βp. Measured ρ(0⁺)/βp - 1 at η = 0.85 for dx = 0.02, 0.01, 0.005, 0.0025:
     +26.5, +26.4, +22.8, +15.6 % with 1 point; -2.7, -1.7, -1.0, -0.55 % with 4;
-    -1.5, -0.76, -0.38, -0.17 % with 8 (``tests/test_dft_hard_rods.py``).
+    -1.5, -0.76, -0.38, -0.17 % with 8 (more in ``models/hard_rods_wall.py``).
     """
 
     n: int = eqx.field(static=True)
