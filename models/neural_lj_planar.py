@@ -1,4 +1,4 @@
-r"""A neural density functional for the supercritical 3-D Lennard-Jones fluid in planar geometry, learned from bulk MD only.
+r"""A neural functional for the supercritical 3-D Lennard-Jones fluid in planar geometry, learned from bulk MD only.
 
 The setting of Dijkman, Dijkstra, van Roij, Welling, van de Meent & Ensing, PRL 134, 056103
 (2025): the LJ fluid cut and shifted at r_c = ``cutoff`` (σ) at T* = kT/ε = ``temperature``
@@ -34,7 +34,16 @@ the mean-field WCA attraction of the cut-and-shifted potential, at the same βμ
 (``baseline_*``), and at the neural functional's bulk density, i.e. with the MD data's
 equation of state, which isolates the structure (``baseline_matched_*``). ``density.png``
 shows the profiles. Times of the three stages are reported
-(``bulk_seconds``, ``train_seconds``, ``gcmc_seconds``).
+(``bulk_seconds``, ``train_seconds``, ``gcmc_seconds``), and ``gcmc_max_density``, the
+largest simulated density, to tell environments inside the trained densities from those
+beyond them (``mae_vs_gcmc_worst`` is the worst environment).
+
+Measured (defaults, seeds 0 and 1, 6 environments): inside the trained densities (5 of 6)
+the neural profiles are within 1.2-1.8 % of the GCMC (noise floors 1.0-1.1 %, mean z²
+2.1-3.9), the baseline 7-19 % at the same βμ and 1.5-4.3 % (z² 5-27) at matched bulk
+density; an attractive wall adsorbing up to ρ = 2.2, far beyond the densest state point,
+gave 7.4 % (z² 39) against the baseline's 3 %: the network does not extrapolate the
+packing of dense adsorbed layers.
 
 The defaults are a CPU budget (about 7 + 5 + 6 minutes on two loaded cores for MD, training
 and GCMC): 6 state points of N = 256 (12000 steps each), dz = 0.01 as in the paper.
@@ -164,7 +173,7 @@ def _trained(items: tuple):
 
 
 def trained_functional(c) -> tuple[NeuralFunctional, np.ndarray, float]:
-    """Bulk MD → c2 → pair-correlation matching: the functional, its loss per step and the training seconds (cached)."""
+    """Bulk MD → c2 → pair-correlation matching: the functional, losses per step, training time (s; cached)."""
     return _trained(_key(c))
 
 
@@ -208,16 +217,15 @@ def solve(c, functional, beta_external, beta_mu, rho_bulk=None) -> tuple[np.ndar
 
 
 def compare(c, rho) -> dict:
-    """Mean |Δρ|/mean ρ and mean z² of DFT profiles (grid) against the GCMC (bins), each averaged over the environments."""
+    """Mean |Δρ|/mean ρ (mean and worst over environments) and mean z² of DFT profiles against the GCMC bins."""
     _, reference_rho, reference_err, _ = gcmc_reference(c)
     binned = np.asarray(bin_average(jnp.asarray(rho), c["bin_cells"]))
     scale = reference_rho.mean(axis=-1)
     fluid = reference_err > 0  # bins inside walls are exactly 0 in both
     z = np.where(fluid, (binned - reference_rho) / np.where(fluid, reference_err, 1.0), 0.0)
-    return dict(
-        mae=float(np.mean(np.abs(binned - reference_rho).mean(axis=-1) / scale)),
-        chi2=float(np.mean(np.sum(z**2, axis=-1) / np.sum(fluid, axis=-1))),
-    )
+    mae = np.abs(binned - reference_rho).mean(axis=-1) / scale
+    return dict(mae=float(np.mean(mae)), worst=float(np.max(mae)),
+                chi2=float(np.mean(np.sum(z**2, axis=-1) / np.sum(fluid, axis=-1))))
 
 
 def reference(config) -> dict:
@@ -238,8 +246,10 @@ def observables(target, family, config) -> dict:
     _, losses, train_seconds = trained_functional(c)
     return dict(
         mae_vs_gcmc=neural["mae"],
+        mae_vs_gcmc_worst=neural["worst"],
         chi2_vs_gcmc=neural["chi2"],
         gcmc_noise_floor=float(np.mean(reference_err.mean(axis=-1) / reference_rho.mean(axis=-1))),
+        gcmc_max_density=float(reference_rho.max()),
         baseline_mae_vs_gcmc=base_cmp["mae"],
         baseline_chi2_vs_gcmc=base_cmp["chi2"],
         baseline_residual=base_residual,

@@ -48,7 +48,8 @@ def test_ideal_gas_profile_is_boltzmann_in_walls_and_wells():
     """ρ(z) = e^{βμ - βV(z)} (Λ = σ), bin-averaged over the grid cells, and 0 inside walls."""
     grid = Grid(500, 0.02)
     z = np.asarray(grid.points)
-    beta_v = np.where((z > 2.0) & (z < 3.0), np.inf, 0.8 * np.sin(2 * np.pi * z / grid.length) - 1.5 * np.exp(-((z - 6) ** 2) / 0.5))
+    smooth = 0.8 * np.sin(2 * np.pi * z / grid.length) - 1.5 * np.exp(-((z - 6) ** 2) / 0.5)
+    beta_v = np.where((z > 2.0) & (z < 3.0), np.inf, smooth)
     beta_mu = math.log(0.2)
     sim = PlanarGrandCanonicalMC(grid, 4.0, None, 160, bin_cells=25, max_displacement=1.0)
     result = sim.run(beta_v, beta_mu, jax.random.key(0), replicas=2, blocks=16, sweeps_per_block=40, equilibration=40)
@@ -101,7 +102,8 @@ def test_seeded_systems_do_not_depend_on_their_batch():
     np.testing.assert_allclose(batch.density_blocks[1], alone.density_blocks, rtol=1e-12)
     assert batch.density_blocks.shape == (2, 4, 10) and batch.state.positions.shape == (2, 2, 48, 3)
     assert np.all(np.asarray(batch.density)[1, 0] == 0)  # the wall covers the first bin
-    again = sim.run(beta_v[1], -1.0, keys[1], replicas=2, blocks=2, sweeps_per_block=5, equilibration=5, state=alone.state)
+    again = sim.run(beta_v[1], -1.0, keys[1], replicas=2, blocks=2, sweeps_per_block=5, equilibration=5,
+                    state=alone.state)
     assert np.all(np.asarray(again.number) > 0)
 
 

@@ -88,11 +88,16 @@ def test_pair_correlation_matching_reproduces_planar_gcmc_at_held_out_potentials
     """Issue 4 (Dijkman et al. 2025's setting): the neural functional trained on bulk MD only against GCMC.
 
     The model's defaults (16.5 min on two loaded cores: MD 6.0, training 5.1, GCMC 4.5): 6 bulk
-    state points at T* = 2, dz = 0.01, 3 held-out random potentials with walls. Measured:
-    mean |Δρ|/ρ̄ = 1.20 % beside a GCMC noise floor of 1.03 % (pure noise gives about 0.8 of
-    the floor), mean z² = 2.19; FMT + mean-field WCA at the same βμ 13.2 % (mean z² 215: its
-    bulk density is 11 % high), and at the neural bulk density 2.1 % (mean z² 10.7). The
-    bounds leave a factor of 1.7 or more on each measured figure.
+    state points at T* = 2 up to ρ = 0.85, dz = 0.01, 3 held-out random potentials with walls,
+    whose GCMC densities stay below 0.66. Measured: mean |Δρ|/ρ̄ = 1.20 % beside a GCMC noise
+    floor of 1.03 % (pure noise gives about 0.8 of the floor), mean z² = 2.19; FMT + mean-field
+    WCA at the same βμ 13.2 % (mean z² 215: its bulk density is 11 % high), and at the neural
+    bulk density 2.1 % (mean z² 10.7). A replicate (seed 1: new MD, network and potentials)
+    gave, in its two environments within the trained densities, 1.5 and 1.8 % (floors 1.0 and
+    1.1 %, z² 3.3 and 3.9) against 2.4 and 4.3 % (z² 6.5 and 27) for the matched baseline; its
+    third environment, an attractive wall adsorbing up to ρ = 2.2, lies outside the training
+    range, and there the network is worse (7.4 %, z² 39) than the baseline (2.9 %), which is
+    why the test asserts that its environments stay inside.
     """
     model = load_model(MODEL)
     problem = model.build({})
@@ -100,7 +105,8 @@ def test_pair_correlation_matching_reproduces_planar_gcmc_at_held_out_potentials
     assert sol.summary["residual"] < 1e-8
     found = model.observables(problem.target, sol.family, {})
     assert found["baseline_residual"] < 1e-8
+    assert found["gcmc_max_density"] < model.DEFAULTS["density_max"]  # inside the trained densities
     assert found["mae_vs_gcmc"] < 2 * found["gcmc_noise_floor"]
-    assert found["chi2_vs_gcmc"] < 4
+    assert found["chi2_vs_gcmc"] < 6
     assert found["baseline_mae_vs_gcmc"] > 5 * found["mae_vs_gcmc"]
     assert found["baseline_matched_chi2_vs_gcmc"] > 2 * found["chi2_vs_gcmc"]

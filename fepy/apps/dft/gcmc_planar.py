@@ -236,7 +236,8 @@ class PlanarGrandCanonicalMC(eqx.Module):
         return beta_external[index]
 
     def _slot_energy(self, beta_external, positions, occupied, slot, r, present):
-        r""":math:`\beta V(z) + \sum_{j \ne slot}\beta u(|\mathbf r - \mathbf r_j|)` of a particle at r in ``slot`` (0 if absent)."""
+        r""":math:`\beta V(z) + \sum_{j \ne slot}\beta u(|\mathbf r - \mathbf r_j|)` of a particle at r in ``slot``
+        (0 if absent)."""
         energy = self._external(beta_external, r)
         if self.pair is not None:
             displacement, _ = space.periodic(self._box(positions.dtype))
@@ -306,7 +307,7 @@ class PlanarGrandCanonicalMC(eqx.Module):
         return counts, jnp.sum(state.occupied).astype(dtype)
 
     def _run_one(self, beta_external, beta_mu, key, state, blocks: int, sweeps_per_block, equilibration):
-        """``equilibration`` sweeps, then ``blocks`` x ``sweeps_per_block`` measured sweeps; sweep t uses ``fold_in(key, t)``."""
+        """``equilibration`` sweeps, then ``blocks`` x ``sweeps_per_block`` measured (sweep t: ``fold_in(key, t)``)."""
         dtype = state.positions.dtype
 
         def body(t, carry):

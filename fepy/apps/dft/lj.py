@@ -117,7 +117,8 @@ class MeanFieldAttraction(AbstractExcessFunctional):
     def weights(self, dx: float) -> np.ndarray:
         r"""Exact grid weights of :math:`\beta\Phi_{att}` at spacing ``dx``."""
         return kernel_weights(
-            lambda z: planar_kernel(z, self.cutoff, self.shift) / self.temperature, self.cutoff, dx, breaks=(-R_MIN, R_MIN)
+            lambda z: planar_kernel(z, self.cutoff, self.shift) / self.temperature, self.cutoff, dx,
+            breaks=(-R_MIN, R_MIN),
         )
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
