@@ -1,0 +1,15 @@
+"""Transition path sampling: molecular potentials from OpenMM and their geometry (nm, kJ/mol)."""
+
+from .molecular import (
+    align as align,
+    backbone_dihedral_atoms as backbone_dihedral_atoms,
+    dihedral as dihedral,
+    kabsch as kabsch,
+    rmsd as rmsd,
+)
+from .openmm import (
+    AlanineDipeptide as AlanineDipeptide,
+    MolecularPotential as MolecularPotential,
+    alanine_dipeptide as alanine_dipeptide,
+    from_openmm as from_openmm,
+)
