@@ -6,7 +6,7 @@ from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
 from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
 from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
-from .families import Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
+from .families import Control as Control, Steered as Steered, Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,
     MALA as MALA,
@@ -23,6 +23,9 @@ from .solvers import (
     Exponential as Exponential,
     FisherRao as FisherRao,
     Linear as Linear,
+    LogVariance as LogVariance,
+    PathKL as PathKL,
+    RelativeEntropy as RelativeEntropy,
     Picard as Picard,
     Power as Power,
     Wasserstein as Wasserstein,
@@ -33,10 +36,14 @@ from .solvers import (
     StochasticReconfiguration as StochasticReconfiguration,
 )
 from .targets import (
+    AbstractEndState as AbstractEndState,
     AbstractExcessFunctional as AbstractExcessFunctional,
+    EndPoint as EndPoint,
     Energy as Energy,
     GrandPotential as GrandPotential,
     Hamiltonian as Hamiltonian,
+    PathMeasure as PathMeasure,
+    Paths as Paths,
     SumFunctional as SumFunctional,
 )
 

@@ -60,12 +60,16 @@ def _summary(solver, target, family, state):
 
 @eqx.filter_jit
 def _run_chunk(solver, target, family, state, loop_key, start, length: int):
-    def body(carry, k):
-        family, state = carry
-        family, state, stats = solver.step(target, family, state, jax.random.fold_in(loop_key, k))
-        return (family, state), stats
+    # the scan carries the arrays only: a family may hold functions (e.g. a network's activation)
+    dynamic, static = eqx.partition((family, state), eqx.is_array)
 
-    (family, state), stats = jax.lax.scan(body, (family, state), start + jnp.arange(length))
+    def body(carry, k):
+        family, state = eqx.combine(carry, static)
+        family, state, stats = solver.step(target, family, state, jax.random.fold_in(loop_key, k))
+        return eqx.filter((family, state), eqx.is_array), stats
+
+    dynamic, stats = jax.lax.scan(body, dynamic, start + jnp.arange(length))
+    family, state = eqx.combine(dynamic, static)
     return family, state, stats
 
 

@@ -1,3 +1,4 @@
 from .particles import Particles as Particles
 from .wavefunction import Wavefunction as Wavefunction
 from .grid import Grid as Grid, GridDensity as GridDensity
+from .control import Control as Control, Steered as Steered

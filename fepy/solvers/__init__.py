@@ -18,3 +18,4 @@ from .schedules import (
     Linear as Linear,
     Power as Power,
 )
+from .path import LogVariance as LogVariance, PathKL as PathKL, PathKLState as PathKLState, RelativeEntropy as RelativeEntropy

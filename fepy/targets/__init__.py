@@ -5,3 +5,9 @@ from .functional import (
     GrandPotential as GrandPotential,
     SumFunctional as SumFunctional,
 )
+from .path import (
+    AbstractEndState as AbstractEndState,
+    EndPoint as EndPoint,
+    PathMeasure as PathMeasure,
+    Paths as Paths,
+)

@@ -1,4 +1,4 @@
-"""Transition path sampling: molecular potentials from OpenMM and their geometry (nm, kJ/mol)."""
+"""Transition path sampling: the Müller-Brown surface, molecular potentials from OpenMM and their geometry (nm, kJ/mol)."""
 
 from .molecular import (
     align as align,
@@ -13,3 +13,4 @@ from .openmm import (
     alanine_dipeptide as alanine_dipeptide,
     from_openmm as from_openmm,
 )
+from .muller_brown import MullerBrown as MullerBrown, stationary_point as stationary_point
