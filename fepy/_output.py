@@ -296,3 +296,40 @@ def write_run(out, solution, problem, *, summary: dict, name: str) -> list[str]:
         if plot_density(out / "density.png", family, reference, getattr(target, "rho_bulk", None), title=name):
             written.append("density.png")
     return written
+
+
+def plot_paths_2d(path, potential, positions, hits, extent, marks: dict | None = None, title: str = "",
+                  levels: int = 30, clip: float | None = None, most: int = 64) -> bool:
+    """Paths of a 2-D process over the contours of ``potential``: hitting paths blue, others red.
+
+    ``positions``: (n, steps + 1, 2); ``extent``: (x0, x1, y0, y1); ``marks``: name -> (x, y)
+    points to label (minima, saddles); ``clip``: upper energy of the contours."""
+    import jax
+    import jax.numpy as jnp
+
+    plt = _pyplot()
+    positions, hits = np.asarray(positions, float), np.asarray(hits, bool)
+    gx, gy = np.linspace(extent[0], extent[1], 240), np.linspace(extent[2], extent[3], 240)
+    mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    u = np.asarray(jax.vmap(potential)(jnp.asarray(mesh))).reshape(240, 240)
+    if clip is not None:
+        u = np.minimum(u, clip)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    filled = ax.contourf(gx, gy, u, levels=levels, cmap="viridis")
+    ax.contour(gx, gy, u, levels=levels, colors="k", linewidths=0.3)
+    fig.colorbar(filled, ax=ax, label="U")
+    for i in range(min(most, len(positions))):
+        ax.plot(positions[i, :, 0], positions[i, :, 1], lw=0.6, alpha=0.6,
+                color="tab:blue" if hits[i] else "tab:red")
+    for name, (x, y) in (marks or {}).items():
+        ax.plot(x, y, "w*", ms=10, mec="k")
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6), color="w", fontsize=9)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title or f"{min(most, len(positions))} paths (blue: reach the end state, {hits.mean():.0%})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,7 +1,8 @@
 """The ``fepy`` command: ``fepy run models/<name>.py`` and ``fepy bench``.
 
 ``fepy run`` loads a model file (``DEFAULTS``, ``build(config) -> fepy.Problem``, optional
-``REFERENCE``, ``reference(config)`` and ``observables(target, family[, config])``), runs
+``REFERENCE``, ``reference(config)``, ``observables(target, family[, config])`` and
+``plots(target, family, out, config) -> list of written file names``), runs
 `fepy.minimize` with a progress bar and checkpoints, and writes ``config.json``,
 ``summary.json``, ``trace.csv`` and PNG plots to ``--out`` (default ``runs/<name>``).
 Wrong input ends with one line ``fepy: error: ...`` on stderr and exit status 2; a run
@@ -310,6 +311,8 @@ def _run(args) -> int:
         steps=solution.steps, device=_device(), versions=_versions(), wall_time_s=wall,
     )
     written = write_run(out, solution, problem, summary=summary, name=name)
+    if callable(getattr(model, "plots", None)):
+        written += list(model.plots(problem.target, solution.family, out, config))
     _report(summary, out, written)
     return 0
 

@@ -200,3 +200,53 @@ def test_bad_input_is_refused():
     with pytest.raises(TypeError, match="Control"):
         fepy.minimize(underdamped, Harmonic(1.0), fepy.PathKL(optax.adam(1e-3), 4),
                       steps=1, key=jax.random.key(0))
+
+
+def _load_model(name):
+    from pathlib import Path
+
+    from fepy.cli import load_model
+
+    return load_model(Path(__file__).resolve().parents[1] / "models" / f"{name}.py")
+
+
+def test_muller_brown_model_small_run_writes_its_figures(tmp_path):
+    """CLI on a short run: summary with hit_fraction, max_energy >= the saddle energy, paths.png."""
+    import json
+
+    from fepy.cli import main
+
+    from pathlib import Path
+
+    out = tmp_path / "mb"
+    model = Path(__file__).resolve().parents[1] / "models" / "muller_brown_tps.py"
+    code = main(["run", str(model), "--steps", "10", "--out", str(out), "--no-progress",
+                 "--set", "trajectories=8", "--set", "evaluation_paths=16", "--set", "path_steps=200",
+                 "--set", "dt=2.5e-4"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reference"]["hit_fraction"] == 1.0
+    assert summary["reference"]["saddle_energy"] == pytest.approx(-40.665, abs=1e-3)
+    assert 0.0 <= summary["hit_fraction"] <= 1.0
+    assert summary["max_energy_lowest"] >= summary["reference"]["saddle_energy"] - 1e-9
+    assert np.isfinite(summary["log_likelihood"]) and summary["energy_evals"] == 10 * 8 * 200 + 16 * 401
+    assert (out / "paths.png").is_file() and (out / "free_energy.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_muller_brown_acceptance(seed):
+    """Issue 5: every controlled path reaches B, the path maximum (ETS) lies within 2 units of the
+    highest saddle on the minimum-energy path, and the path free energy (the expected control +
+    terminal cost) decreases monotonically in expectation: its means over 10 consecutive blocks of
+    the run decrease block to block, within their standard errors."""
+    model = _load_model("muller_brown_tps")
+    problem = model.build({"seed": seed})
+    sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps, key=jax.random.key(seed))
+    figures = model.observables(problem.target, sol.family, {"seed": seed})
+    assert figures["hit_fraction"] == 1.0, figures
+    assert 0 <= figures["max_energy"] - model.REFERENCE["saddle_energy"] < 2.0, figures
+    blocks = sol.trace["free_energy"].reshape(10, -1)
+    means, errors = blocks.mean(1), blocks.std(1) / np.sqrt(blocks.shape[1])
+    assert np.all(np.diff(means) < 3 * np.hypot(errors[1:], errors[:-1])), means
+    assert means[-1] < 0.5 * means[0]

@@ -45,6 +45,10 @@ class LogVariance(eqx.Module):
         buffer_size: paths kept; each step adds the fresh ``trajectories`` and trains on as
             many drawn uniformly from the buffer (0: on the fresh paths only).
         log_z_scale: the learning-rate multiplier of :math:`\log Z_\theta` relative to the control.
+
+    :math:`\log Z_\theta` starts, at the first step, from the batch's Jensen bound
+    :math:`-\overline{\log dQ/dP_0 + \varphi}`, since a cold start at 0 can be hundreds of
+    :math:`k_BT` away and the squared residual then drives the control instead.
     """
 
     buffer_size: int = eqx.field(static=True, default=0)
@@ -156,6 +160,9 @@ class PathKL(AbstractSolver):
         else:
             paths = jax.lax.stop_gradient(target.simulate(family, sim_key, self.trajectories))
             finite = _finite_paths(paths)
+            # warm start of the learned log Z at its Jensen bound -E_Q[log dQ/dP0 + phi] on the first batch
+            first = -_masked_mean(paths.log_ratio + paths.terminal_cost, finite) / self._log_z_scale()
+            params = (params[0], jnp.where(state.energy_evals == 0, first, params[1]))
             train, train_finite = paths, finite
             if buffer is not None:
                 buffer = self._push(buffer, paths, finite)
