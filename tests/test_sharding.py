@@ -115,3 +115,46 @@ def test_sharded_walkers_equal_single_device():
     for name, r in res.items():
         assert r["sharded_devices"] == 4, (name, r)
         assert r["walker_diff"] <= 1e-10 and r["energy_diff"] <= 1e-10 and r["alpha_diff"] <= 1e-10, (name, r)
+
+
+PATH_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import fepy
+
+    class Well(eqx.Module):
+        def __call__(self, x):
+            return (x[0] ** 2 - 1) ** 2 + 0.5 * x[1] ** 2
+
+    assert jax.local_device_count() == 4, jax.devices()
+    target = fepy.PathMeasure(Well(), jnp.array([-1.0, 0.0]), fepy.EndPoint(jnp.array([1.0, 0.0]), 0.3, 0.2),
+                              temperature=0.3, friction=1.0, dt=0.05, steps=20)
+    control = fepy.Control.mlp(2, key=jax.random.key(0), width=8, depth=1)
+    sharding = fepy.batch_sharding()
+    placed = jax.jit(lambda k: target.simulate(None, k, 16, sharding).positions)(jax.random.key(2))
+    out = dict(path_devices=len(placed.sharding.device_set))
+    for name, objective in (("pips", fepy.RelativeEntropy()), ("log_variance", fepy.LogVariance(buffer_size=32))):
+        runs = [fepy.minimize(target, control, fepy.PathKL(optax.adam(1e-2), 16, objective, shard=shard), steps=8,
+                              key=jax.random.key(1)) for shard in (True, False)]
+        leaves = [jax.tree.leaves(eqx.filter(r.family, eqx.is_array)) for r in runs]
+        out[name] = dict(
+            loss_diff=float(np.max(np.abs(runs[0].trace["loss"] - runs[1].trace["loss"]))),
+            param_diff=max(float(np.max(np.abs(a - b))) for a, b in zip(*leaves)),
+        )
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sharded_trajectories_equal_single_device():
+    """`fepy.PathKL` with its trajectories split over 4 devices gives the same training run (both objectives)."""
+    res = run_on_four_devices(PATH_SCRIPT)
+    assert res["path_devices"] == 4, res
+    for name in ("pips", "log_variance"):
+        assert res[name]["loss_diff"] <= 1e-10 and res[name]["param_diff"] <= 1e-10, (name, res)

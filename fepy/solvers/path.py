@@ -27,6 +27,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from .._estimators import kish_ess, log_mean_exp
+from .._sharding import batch_sharding
 from ..families.control import Control
 from ..targets.path import PathMeasure, Paths
 from ._base import AbstractSolver
@@ -94,6 +95,8 @@ class PathKL(AbstractSolver):
         optimizer: the optax transformation of the control's network parameters.
         trajectories: paths simulated per step (the batch axis).
         objective: `RelativeEntropy()` (PIPS, default) or `LogVariance(buffer_size=...)`.
+        shard: split the trajectories over all local devices when there are several (and
+            they divide ``trajectories``); results equal the one-device run to round-off.
 
     A path that turns non-finite (a blow-up of the integrator) gets no weight in the loss or
     the statistics; ``nonfinite`` counts them per step. If all do, the statistics are NaN and
@@ -103,12 +106,19 @@ class PathKL(AbstractSolver):
     optimizer: optax.GradientTransformation
     trajectories: int = eqx.field(static=True)
     objective: RelativeEntropy | LogVariance = RelativeEntropy()
+    shard: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if not isinstance(self.trajectories, int) or self.trajectories < 1:
             raise ValueError(f"PathKL trajectories must be a positive integer, got {self.trajectories!r}")
         if not isinstance(self.objective, RelativeEntropy | LogVariance):
             raise TypeError(f"PathKL objective must be RelativeEntropy or LogVariance, got {self.objective!r}")
+
+    def _sharding(self):
+        devices = jax.local_device_count()
+        if self.shard and devices > 1 and self.trajectories % devices == 0:
+            return batch_sharding()
+        return None
 
     def _log_z_scale(self) -> float:
         return self.objective.log_z_scale if isinstance(self.objective, LogVariance) else 1.0
@@ -152,13 +162,13 @@ class PathKL(AbstractSolver):
         buffer = state.buffer
         if isinstance(self.objective, RelativeEntropy):
             def loss_fn(p):
-                paths = target.simulate(control_of(p), sim_key, self.trajectories)
+                paths = target.simulate(control_of(p), sim_key, self.trajectories, self._sharding())
                 finite = _finite_paths(paths)
                 return _masked_mean(paths.control_cost + paths.terminal_cost, finite), (paths, finite)
 
             (loss, (paths, finite)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         else:
-            paths = jax.lax.stop_gradient(target.simulate(family, sim_key, self.trajectories))
+            paths = jax.lax.stop_gradient(target.simulate(family, sim_key, self.trajectories, self._sharding()))
             finite = _finite_paths(paths)
             # warm start of the learned log Z at its Jensen bound -E_Q[log dQ/dP0 + phi] on the first batch
             first = -_masked_mean(paths.log_ratio + paths.terminal_cost, finite) / self._log_z_scale()

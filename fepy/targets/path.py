@@ -225,12 +225,16 @@ class PathMeasure(eqx.Module):
         inertia = m * self.friction if self.dynamics == "overdamped" else m
         return force / (inertia * self.noise_scale())
 
-    def simulate(self, control, key: PRNGKeyArray, n: int) -> Paths:
+    def simulate(self, control, key: PRNGKeyArray, n: int, sharding=None) -> Paths:
         """``n`` independent paths of the process controlled by ``control`` (None: the reference).
 
         Differentiable in the control's parameters through the diffrax solve
-        (discretise-then-optimise, recursive checkpointing)."""
+        (discretise-then-optimise; diffrax's recursive checkpointing bounds the memory of the
+        backward pass to O(sqrt(steps)) saved states per path). ``sharding``: a
+        `jax.sharding.Sharding` of the trajectory axis (e.g. `fepy.batch_sharding()`)."""
         keys = jax.random.split(key, n)
+        if sharding is not None:
+            keys = jax.lax.with_sharding_constraint(keys, sharding)
         return jax.vmap(lambda k: self._one_path(control, k), out_axes=Paths(
             None, 0, None if self.dynamics == "overdamped" else 0, 0, 0, 0, 0))(keys)
 
