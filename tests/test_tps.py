@@ -250,3 +250,19 @@ def test_muller_brown_acceptance(seed):
     means, errors = blocks.mean(1), blocks.std(1) / np.sqrt(blocks.shape[1])
     assert np.all(np.diff(means) < 3 * np.hypot(errors[1:], errors[:-1])), means
     assert means[-1] < 0.5 * means[0]
+
+
+def test_potential_control_force_is_minus_the_gradient():
+    """kind="potential": b = -scale grad_x V_theta(x, s), and the same solver trains it."""
+    control = fepy.Control.mlp(2, key=jax.random.key(0), width=8, depth=1, kind="potential", scale=3.0)
+    control = eqx.tree_at(lambda c: c.network.layers[-1].weight, control,
+                          jax.random.normal(jax.random.key(1), control.network.layers[-1].weight.shape))
+    x, s = jnp.array([0.3, -0.2]), jnp.asarray(0.4)
+    v = lambda y: control.network(jnp.concatenate([y, s[None]]))  # noqa: E731
+    h = 1e-6
+    fd = jnp.array([(v(x + h * e) - v(x - h * e)) / (2 * h) for e in jnp.eye(2)])
+    np.testing.assert_allclose(control.force(x, s), -3.0 * fd, rtol=1e-7)
+    target, log_z = _ou_problem()
+    sol = fepy.minimize(target, fepy.Control.mlp(1, key=jax.random.key(0), width=16, depth=1, kind="potential"),
+                        fepy.PathKL(optax.adam(2e-2), 64), steps=100, key=jax.random.key(1))
+    assert sol.trace["free_energy"][-20:].mean() + log_z < 0.1 * (sol.trace["free_energy"][0] + log_z)
