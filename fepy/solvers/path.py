@@ -99,8 +99,10 @@ class PathKL(AbstractSolver):
             they divide ``trajectories``); results equal the one-device run to round-off.
 
     A path that turns non-finite (a blow-up of the integrator) gets no weight in the loss or
-    the statistics; ``nonfinite`` counts them per step. If all do, the statistics are NaN and
-    `fepy.minimize` stops, naming the step.
+    the statistics; ``nonfinite`` counts them per step, and a gradient entry that is not
+    finite is set to zero (with PIPS one blown-up path can spoil the whole gradient through the
+    solve: that step then leaves the control as it was). If all paths blow up, the statistics
+    are NaN and `fepy.minimize` stops, naming the step.
     """
 
     optimizer: optax.GradientTransformation
