@@ -20,5 +20,7 @@ BENCHMARKS = {
     "dft_neural": dict(module="dft_neural"),
     # classical DFT: hard spheres in a slit against FeOs, batched hard-rod solves; sizes in benchmarks/dft.py
     "dft": dict(module="dft"),
+    # transition paths: alanine dipeptide C7eq -> C7ax, PIPS and log-variance objectives; sizes in benchmarks/tps.py
+    "tps": dict(module="tps"),
 }
 QUICK = dict(particles=[256], seeds=[0])

@@ -1,5 +1,6 @@
 """Transition path sampling: the Müller-Brown surface, molecular potentials from OpenMM and their geometry (nm, kJ/mol)."""
 
+from .aligned import AlignedEndState as AlignedEndState, AlignedForce as AlignedForce, FlatPotential as FlatPotential
 from .molecular import (
     align as align,
     backbone_dihedral_atoms as backbone_dihedral_atoms,

@@ -1,0 +1,133 @@
+"""The ``tps`` entry: alanine dipeptide C7eq -> C7ax at 300 K, both `fepy.PathKL` objectives.
+
+``python -m benchmarks tps`` trains `models/alanine_dipeptide_tps.py` once per objective
+(``relative_entropy`` = PIPS, ``log_variance`` = TPS-DPS style) and seed with the model's
+defaults except ``steps``, in float64, then samples ``eval_paths`` fresh paths from each trained
+control and records the field's metrics (`fepy.apps.tps.metrics`): RMSD (Å), THP (%), ETS
+(kJ/mol), EPD (nm²), the reference log-likelihood, the training energy evaluations and the
+training wall time (including compilation) on the device the run had. One command and a seed
+reproduce a row: ``fepy run models/alanine_dipeptide_tps.py --set objective=... --seed S --steps N``
+(the CLI draws the same training key from the seed as `fepy.cli.minimize_key`).
+
+The published rows (PIPS, TPS-DPS, Doob's Lagrangian) are in ``PUBLISHED``; a figure that could
+not be found from here is None and printed "not found".
+"""
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ._common import load_model
+
+CONFIG = dict(steps=150, seeds=[0], objectives=["relative_entropy", "log_variance"], eval_paths=64)
+QUICK = dict(steps=2, seeds=[0], objectives=["relative_entropy", "log_variance"], eval_paths=4, path_steps=50,
+             trajectories=4, hidden=16)
+
+# Published figures on this system: None where the number could not be found from here.
+# Sources: PIPS, Holdijk et al., NeurIPS 2023 (arXiv:2207.02149), alanine-dipeptide results table;
+# TPS-DPS, Seong et al., ICLR 2025 (arXiv:2405.19961), alanine-dipeptide benchmark table;
+# Doob's Lagrangian, Du et al., NeurIPS 2024 (arXiv:2410.07974), alanine-dipeptide table.
+PUBLISHED = [
+    dict(method="PIPS (Holdijk et al. 2023)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
+         energy_evals=16 * 5000 * 10000),  # from the released script: 16 paths x 5000 steps x 10000 rollouts
+    dict(method="TPS-DPS (Seong et al. 2025)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
+         energy_evals=16 * 1000 * 1000),  # from the released train.py: 16 paths x 1000 steps x 1000 rollouts
+    dict(method="Doob's Lagrangian (Du et al. 2024)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
+         energy_evals=None),
+]
+
+
+def run(*, quick: bool = False, log=print) -> dict:
+    jax.config.update("jax_enable_x64", True)
+    import fepy
+    from fepy.apps.tps.molecular import dihedral
+    from fepy.cli import minimize_key
+
+    cfg = QUICK if quick else CONFIG
+    model = load_model("alanine_dipeptide_tps")
+    overrides = {k: v for k, v in cfg.items() if k not in ("seeds", "objectives")}
+    rows = []
+    for objective in cfg["objectives"]:
+        for seed in cfg["seeds"]:
+            config = dict(overrides, objective=objective, seed=seed)
+            problem = model.build(config)
+            t0 = time.perf_counter()
+            sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps,
+                                key=minimize_key(seed))
+            jax.block_until_ready(sol.family)
+            wall = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            metrics = model.observables(problem.target, sol.family, config)
+            eval_wall = time.perf_counter() - t1
+            paths = model.evaluation_paths(problem.target, sol.family, config)
+            ad, _ = model.system()
+            atoms = np.stack([np.asarray(ad.phi), np.asarray(ad.psi)])
+            every = max(paths.positions.shape[1] // 100, 1)
+            angles = jax.vmap(jax.vmap(lambda x: dihedral(x.reshape(-1, 3), atoms)))(paths.positions[:, ::every])
+            trace = {k: np.asarray(v).tolist() for k, v in sol.trace.items()
+                     if k in ("free_energy", "control_cost", "terminal_cost", "hit_fraction", "loss")}
+            row = dict(objective=objective, seed=seed, train_wall_s=wall, eval_wall_s=eval_wall,
+                       energy_evals=int(sol.summary["energy_evals"]), **metrics,
+                       final_free_energy=float(sol.summary["free_energy"]),
+                       angles_deg=np.round(np.degrees(np.asarray(angles)), 1).tolist(),
+                       hit=np.asarray(problem.target.hits(paths)).tolist(), trace=trace)
+            log(f"  {objective} seed {seed}: THP {row['thp']:.0f}% ETS {row['ets']:.1f} kJ/mol "
+                f"RMSD {row['rmsd']:.2f} Å, {row['energy_evals']:.3g} evals, {wall:.0f} s")
+            rows.append(row)
+    model_defaults = {k: v for k, v in model.DEFAULTS.items()}
+    return dict(kind="tps", config=dict(cfg, model=dict(model_defaults, **overrides)), rows=rows,
+                published=PUBLISHED, device=str(jax.devices()[0]), dtype="float64")
+
+
+def _num(x, fmt):
+    return "not found" if x is None else ("–" if isinstance(x, float) and np.isnan(x) else fmt.format(x))
+
+
+def table(result: dict) -> str:
+    from ._report import environment_line
+
+    cfg = result["config"]
+    m = cfg["model"]
+    head = ["method", "THP (%) ↑", "ETS (kJ/mol) ↓", "RMSD (Å) ↓", "EPD (nm²) ↓", "log-likelihood",
+            "energy evals (training)", "train wall (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        lines.append(
+            f"| fepy {r['objective']} (seed {r['seed']}) | {r['thp']:.1f} ({r['hits']}/{r['paths']}) | "
+            f"{_num(r['ets'], '{:.1f}')} ± {_num(r['ets_std'], '{:.1f}')} | {r['rmsd']:.2f} ± {r['rmsd_std']:.2f} | "
+            f"{r['epd']:.2e} | {r['log_likelihood']:.4g} | {r['energy_evals']:.3g} | {r['train_wall_s']:.0f} |")
+    for p in result["published"]:
+        lines.append(f"| {p['method']} | {_num(p['thp'], '{:.1f}')} | {_num(p['ets'], '{:.1f}')} | "
+                     f"{_num(p['rmsd'], '{:.2f}')} | {_num(p['epd'], '{:.2e}')} | {_num(p['log_likelihood'], '{:.4g}')} | "
+                     f"{_num(p['energy_evals'], '{:.3g}')} | – |")
+    title = (f"### `{result['name']}`: alanine dipeptide C7eq → C7ax, 300 K, {m['path_steps']} × {m['dt'] * 1000:g} fs, "
+             f"{m['trajectories']} paths/step, {m['steps']} training steps, {m['eval_paths']} evaluation paths "
+             f"({result['device']}, {result['dtype']})")
+    return "\n".join([title, "", environment_line(result["environment"], result.get("load_average_1min_start")),
+                      "", *lines])
+
+
+def plot(result: dict, path: Path) -> None:
+    """The evaluation paths of each objective over the adiabatic (phi, psi) map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = load_model("alanine_dipeptide_tps")
+    grid, energy = model.ramachandran_map()
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5.2 * len(rows), 4.6), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        mesh = ax.contourf(grid, grid, energy.T, levels=np.linspace(0, 100, 21), cmap="viridis", extend="max")
+        for a, hit in zip(np.asarray(r["angles_deg"]), r["hit"]):
+            a = a.copy()
+            a[1:][np.any(np.abs(np.diff(a, axis=0)) > 180, axis=1)] = np.nan
+            ax.plot(a[:, 0], a[:, 1], color="white" if hit else "red", lw=0.6, alpha=0.7)
+        ax.set(xlim=(-180, 180), ylim=(-180, 180), xlabel="phi (deg)", ylabel="psi (deg)",
+               title=f"{r['objective']}: THP {r['thp']:.0f}%, ETS {r['ets']:.1f} kJ/mol")
+    fig.colorbar(mesh, ax=axes[0].tolist(), label="adiabatic U(phi, psi) - min (kJ/mol)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
