@@ -10,7 +10,10 @@ to ``c7ax.pdb`` (64.8°, 18.3°). Units: nm, ps, amu, kJ/mol (1 kJ/mol = 1 amu n
 Family: a time-independent force (`fepy.Control`, underdamped dynamics need one) from
 `fepy.apps.tps.AlignedForce`: an MLP on the heavy-atom-Kabsch-aligned displacement from C7ax whose
 output is rotated back, so the control is rotation- and translation-equivariant (as TPS-DPS's
-``BiasForce``). Terminal cost (`fepy.apps.tps.AlignedEndState`): a Gaussian of width ``width``
+``BiasForce``), plus a spring of stiffness ``stiffness`` pulling the aligned heavy atoms
+towards C7ax, trained with the network (the time-independent analogue of a steered-MD start:
+untrained, 6 of 16 paths already hit, so the terminal cost's gradient is informative; without it
+no path hit after 24 PIPS steps). Terminal cost (`fepy.apps.tps.AlignedEndState`): a Gaussian of width ``width``
 per coordinate on the aligned heavy atoms; a path hits when its final (phi, psi) is within
 0.75 rad of C7ax's. Solver: `fepy.PathKL` with ``objective = "relative_entropy"`` (PIPS: the path
 free energy differentiated through the solve) or ``"log_variance"`` (TPS-DPS's off-policy
@@ -26,8 +29,11 @@ Settings and their sources (read in the authors' repositories):
   10000 rollouts, lr 1e-4, a potential parametrisation, terminal cost on pairwise distances.
 
 Here the path is 1000 steps (1 ps) as in TPS-DPS, 16 paths per step, and far fewer training
-steps (the CPU budget; ``steps``). The cost width is narrower than TPS-DPS's sigma because it is
-summed over coordinates, not averaged, and no temperature annealing is used.
+steps (the CPU budget; ``steps``), with a larger learning rate (3e-3) to match. The cost width is
+narrower than TPS-DPS's sigma because it is summed over coordinates, not averaged (TPS-DPS also
+averages its path log-likelihood over steps and coordinates), and no temperature annealing is
+used. The THP is measured on the final frame (TPS-DPS evaluates the frame of best terminal
+score along the path instead).
 
 ``observables`` samples ``eval_paths`` fresh paths from the trained control (key ``seed + 1``) and
 reports the field's metrics (`fepy.apps.tps.metrics`): RMSD (Å), THP (%), ETS (kJ/mol), EPD
