@@ -45,7 +45,10 @@ class LogVariance(eqx.Module):
     Attributes:
         buffer_size: paths kept; each step adds the fresh ``trajectories`` and trains on as
             many drawn uniformly from the buffer (0: on the fresh paths only).
-        log_z_scale: the learning-rate multiplier of :math:`\log Z_\theta` relative to the control.
+        log_z_scale: the learning-rate multiplier of :math:`\log Z_\theta` relative to the control
+            (with Adam, log Z moves by up to ``learning_rate * log_z_scale`` kT per step; path
+            log-ratios of transitions are hundreds of kT, and a lagging log Z biases the
+            off-policy gradient).
 
     :math:`\log Z_\theta` starts, at the first step, from the batch's Jensen bound
     :math:`-\overline{\log dQ/dP_0 + \varphi}`, since a cold start at 0 can be hundreds of
@@ -53,7 +56,7 @@ class LogVariance(eqx.Module):
     """
 
     buffer_size: int = eqx.field(static=True, default=0)
-    log_z_scale: float = 10.0
+    log_z_scale: float = 100.0
 
     differentiates_solver: ClassVar[bool] = False
 
