@@ -229,8 +229,9 @@ class PathMeasure(eqx.Module):
         """``n`` independent paths of the process controlled by ``control`` (None: the reference).
 
         Differentiable in the control's parameters through the diffrax solve
-        (discretise-then-optimise; diffrax's recursive checkpointing bounds the memory of the
-        backward pass to O(sqrt(steps)) saved states per path). ``sharding``: a
+        (discretise-then-optimise; diffrax's `RecursiveCheckpointAdjoint` keeps log(steps)
+        checkpoints of the solver state and recomputes in O(steps log steps); the saved path
+        itself, steps x dim per path, is the output). ``sharding``: a
         `jax.sharding.Sharding` of the trajectory axis (e.g. `fepy.batch_sharding()`)."""
         keys = jax.random.split(key, n)
         if sharding is not None:
