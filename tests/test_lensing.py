@@ -55,7 +55,11 @@ def test_mass_profiles_match_lenstronomy(name):
     rng = np.random.default_rng(list(PROFILES).index(name))
     reference = LtLensModel([name])
     cls = PROFILES[name]
-    evaluate = jax.jit(lambda kw, x, y: (cls(**kw).deflection(x, y), cls(**kw).convergence(x, y), cls(**kw).potential(x, y)))
+    def fields(kw, x, y):
+        profile = cls(**kw)
+        return profile.deflection(x, y), profile.convergence(x, y), profile.potential(x, y)
+
+    evaluate = jax.jit(fields)
     worst = dict(alpha=0.0, kappa=0.0, psi=0.0)
     for _ in range(N_DRAWS):
         kw = _draw_lens(name, rng)
@@ -151,7 +155,8 @@ KERNEL = np.exp(-0.5 * (np.arange(-3, 4)[:, None] ** 2 + 1.3 * np.arange(-3, 4)[
 )
 def test_lensed_image_matches_lenstronomy(psf, supersampling):
     rng = np.random.default_rng(supersampling)
-    model, lt_model = _lenstronomy_setup(40, 0.08, psf if psf is not None else L.PixelPSF(np.ones((1, 1))), supersampling)
+    identity = L.PixelPSF(np.ones((1, 1)))
+    model, lt_model = _lenstronomy_setup(40, 0.08, identity if psf is None else psf, supersampling)
     if psf is None:
         model = L.ImageModel(model.grid, None, supersampling)
     render = jax.jit(lambda kws: model.image(*_fepy_system(*kws)))
@@ -267,7 +272,8 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="grid's shape"):
         L.PixelatedSource(grid, np.zeros((5, 6)))
     with pytest.raises(ValueError, match="data must have shape"):
-        L.linear_inversion(L.ImageModel(grid), L.SIE(1.0), L.PixelGrid.square(3, 0.1), np.zeros((5, 5)), np.ones((6, 6)), 1.0)
+        source_grid = L.PixelGrid.square(3, 0.1)
+        L.linear_inversion(L.ImageModel(grid), L.SIE(1.0), source_grid, np.zeros((5, 5)), np.ones((6, 6)), 1.0)
     with pytest.raises(ValueError, match="regularization must be"):
         L.regularization_matrix(grid, "laplace")
     with pytest.raises(ValueError, match="supersampling_factor"):

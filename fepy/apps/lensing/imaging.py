@@ -96,7 +96,7 @@ class PixelGrid(eqx.Module):
 
 def _check_image(name: str, image, shape) -> Array:
     image = jnp.asarray(image)
-    if image.shape[-2:] != tuple(shape):
+    if image.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} (ny, nx), got {image.shape}")
     return image
 

@@ -118,4 +118,5 @@ class LightModel(AbstractLightProfile):
                 raise ValueError(f"LightModel components must be light profiles, got {type(c).__name__}")
 
     def surface_brightness(self, x, y):
-        return sum(c.surface_brightness(x, y) for c in self.components[1:]) + self.components[0].surface_brightness(x, y)
+        first = self.components[0].surface_brightness(x, y)
+        return sum((c.surface_brightness(x, y) for c in self.components[1:]), first)

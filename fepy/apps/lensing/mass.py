@@ -65,7 +65,8 @@ def _arctan_over(eps2, u):
 
 
 def _arctanh_over(eps2, u):
-    r""":math:`\mathrm{artanh}(\varepsilon u)/\varepsilon` with :math:`\varepsilon^2` = ``eps2`` >= 0, smooth at 0."""
+    r""":math:`\mathrm{artanh}(\varepsilon u)/\varepsilon` with :math:`\varepsilon^2` = ``eps2`` >= 0,
+    smooth at 0."""
     small = eps2 < 1e-8
     eps = jnp.sqrt(jnp.where(small, 1.0, eps2))
     z2 = eps2 * u * u
@@ -176,9 +177,10 @@ class EPL(_Elliptical):
     with the deflection :math:`\alpha_{x'} + i\alpha_{y'} = \frac{2}{1+q}\left(\frac{b}{R}\right)^t
     z\,{}_2F_1\!\left(1, \frac t2; 2 - \frac t2; -f\frac{z}{\bar z}\right)`, :math:`f = \frac{1-q}{1+q} = |e|`,
     and the potential :math:`\psi = (x'\alpha_{x'} + y'\alpha_{y'})/(2 - t)`. The hypergeometric
-    function is summed as its power series to ``n_terms`` terms (the recurrence of Tessore &
-    Metcalf's eq. 26); the truncation error is below :math:`|e|^{n}/(1-|e|)`, under
-    :math:`10^{-15}` for :math:`|e| \le 0.7` with the default 100 terms.
+    function is summed as its power series to ``n_terms`` terms, each from the previous one
+    (the ratio :math:`-f\frac{z}{\bar z}\frac{n - 1 + t/2}{n + 1 - t/2}`); the truncation
+    error is below :math:`|e|^{n}/(1-|e|)`, about :math:`10^{-15}` at :math:`|e| = 0.7`
+    with the default 100 terms.
 
     ``gamma`` is the 3-D logarithmic slope, in (1, 3) (2 is isothermal, equal to :class:`SIE`).
     """
@@ -320,7 +322,7 @@ class MassModel(AbstractMassProfile):
         return ax, ay
 
     def convergence(self, x, y):
-        return sum(c.convergence(x, y) for c in self.components[1:]) + self.components[0].convergence(x, y)
+        return sum((c.convergence(x, y) for c in self.components[1:]), self.components[0].convergence(x, y))
 
     def potential(self, x, y):
-        return sum(c.potential(x, y) for c in self.components[1:]) + self.components[0].potential(x, y)
+        return sum((c.potential(x, y) for c in self.components[1:]), self.components[0].potential(x, y))

@@ -57,7 +57,8 @@ class PixelatedSource(AbstractLightProfile):
     def __check_init__(self):
         if self.values.shape != self.grid.shape:
             raise ValueError(
-                f"PixelatedSource values must have the grid's shape {self.grid.shape} (ny, nx), got {self.values.shape}"
+                f"PixelatedSource values must have the grid's shape {self.grid.shape} (ny, nx), "
+                f"got {self.values.shape}"
             )
 
     def surface_brightness(self, x, y):
@@ -65,7 +66,9 @@ class PixelatedSource(AbstractLightProfile):
         return jnp.sum(self.values.reshape(-1)[index] * weight, axis=-1)
 
 
-def lensing_matrix(model: ImageModel, lens: AbstractMassProfile, source_grid: PixelGrid) -> Float[Array, "n_data n_source"]:
+def lensing_matrix(
+    model: ImageModel, lens: AbstractMassProfile, source_grid: PixelGrid
+) -> Float[Array, "n_data n_source"]:
     """The linear map :math:`M` from source pixel values to the model image (flattened
     row-major), ``image = (M @ values.ravel()).reshape(ny, nx)``."""
     x, y = model.coordinates()
