@@ -280,3 +280,25 @@ def test_bad_input_is_refused():
         L.ImageModel(grid, supersampling_factor=0)
     with pytest.raises(ValueError, match="noise model"):
         L.ImageModel(grid).simulate(jax.random.key(0), source=L.Gaussian(1.0, 0.1))
+
+
+def test_isothermal_epl_is_the_sie():
+    x, y = np.random.default_rng(4).uniform(-2, 2, (2, 100))
+    kw = dict(theta_E=1.3, e1=0.25, e2=-0.15, center_x=0.1, center_y=0.05)
+    epl, sie = L.EPL(gamma=2.0, **kw), L.SIE(**kw)
+    for a, b in zip(epl.deflection(x, y), sie.deflection(x, y)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(epl.convergence(x, y), sie.convergence(x, y), rtol=1e-12)
+
+
+def test_log_evidence_is_differentiable_in_the_lens(inversion_setup):
+    model, lens, source_grid, truth, M = inversion_setup
+    data = (M @ truth.ravel()).reshape(model.grid.shape)
+    variance = np.full(model.grid.shape, 1e-2)
+
+    def log_evidence(theta_E):
+        mass = L.MassModel([L.SIE(theta_E, 0.1, -0.05), L.Shear(0.02, -0.01)])
+        return L.linear_inversion(model, mass, source_grid, data, variance, 1.0).log_evidence
+
+    value, slope = jax.jit(jax.value_and_grad(log_evidence))(1.02)
+    assert np.isfinite(value) and np.isfinite(slope) and slope < 0  # the truth, 1.0, is below
