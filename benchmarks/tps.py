@@ -48,7 +48,7 @@ def run(*, quick: bool = False, log=print) -> dict:
     cfg = QUICK if quick else CONFIG
     model = load_model("alanine_dipeptide_tps")
     overrides = {k: v for k, v in cfg.items() if k not in ("seeds", "objectives")}
-    rows = []
+    runs = []
     for objective in cfg["objectives"]:
         for seed in cfg["seeds"]:
             config = dict(overrides, objective=objective, seed=seed)
@@ -75,9 +75,9 @@ def run(*, quick: bool = False, log=print) -> dict:
                        hit=np.asarray(problem.target.hits(paths)).tolist(), trace=trace)
             log(f"  {objective} seed {seed}: THP {row['thp']:.0f}% ETS {row['ets']:.1f} kJ/mol "
                 f"RMSD {row['rmsd']:.2f} Å, {row['energy_evals']:.3g} evals, {wall:.0f} s")
-            rows.append(row)
+            runs.append(row)
     model_defaults = {k: v for k, v in model.DEFAULTS.items()}
-    return dict(kind="tps", config=dict(cfg, model=dict(model_defaults, **overrides)), rows=rows,
+    return dict(kind="tps", config=dict(cfg, model=dict(model_defaults, **overrides)), runs=runs,
                 published=PUBLISHED, device=str(jax.devices()[0]), dtype="float64")
 
 
@@ -93,7 +93,7 @@ def table(result: dict) -> str:
     head = ["method", "THP (%) ↑", "ETS (kJ/mol) ↓", "RMSD (Å) ↓", "EPD (nm²) ↓", "log-likelihood",
             "energy evals (training)", "train wall (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result["rows"]:
+    for r in result["runs"]:
         lines.append(
             f"| fepy {r['objective']} (seed {r['seed']}) | {r['thp']:.1f} ({r['hits']}/{r['paths']}) | "
             f"{_num(r['ets'], '{:.1f}')} ± {_num(r['ets_std'], '{:.1f}')} | {r['rmsd']:.2f} ± {r['rmsd_std']:.2f} | "
@@ -118,9 +118,9 @@ def plot(result: dict, path: Path) -> None:
 
     model = load_model("alanine_dipeptide_tps")
     grid, energy = model.ramachandran_map()
-    rows = result["rows"]
-    fig, axes = plt.subplots(1, len(rows), figsize=(5.2 * len(rows), 4.6), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    runs = result["runs"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.6), squeeze=False)
+    for ax, r in zip(axes[0], runs):
         mesh = ax.contourf(grid, grid, energy.T, levels=np.linspace(0, 100, 21), cmap="viridis", extend="max")
         for a, hit in zip(np.asarray(r["angles_deg"]), r["hit"]):
             a = a.copy()
