@@ -3,9 +3,12 @@
 from ._callbacks import Callback as Callback, Checkpoint as Checkpoint, ProgressBar as ProgressBar
 from ._continuation import ContinuationError as ContinuationError, continuation as continuation
 from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
+from ._laplace import Laplace as Laplace, laplace as laplace
 from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
+from ._nuts import NUTSResult as NUTSResult, nuts as nuts
 from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
+from .families import AbstractDensity as AbstractDensity, Gaussian as Gaussian
 from .families import Control as Control, Steered as Steered, Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,
@@ -19,6 +22,7 @@ from .solvers import (
     AdaptiveCESS as AdaptiveCESS,
     AbstractSolver as AbstractSolver,
     Constant as Constant,
+    Descent as Descent,
     DynamicDFT as DynamicDFT,
     Exponential as Exponential,
     FisherRao as FisherRao,
@@ -26,6 +30,7 @@ from .solvers import (
     LogVariance as LogVariance,
     PathKL as PathKL,
     RelativeEntropy as RelativeEntropy,
+    ReverseKL as ReverseKL,
     Picard as Picard,
     Power as Power,
     Wasserstein as Wasserstein,

@@ -1,0 +1,63 @@
+r"""`fepy.laplace`: the Gaussian approximation of :math:`p \propto e^{-\beta U}` at a minimum of U."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._validate import as_float_array
+
+
+class Laplace(NamedTuple):
+    r"""The result of `fepy.laplace`: :math:`p(x) \approx N(x^*, \Sigma)`,
+    :math:`\Sigma^{-1} = \beta \nabla^2 U(x^*)`."""
+
+    mean: Float[Array, " dim"]
+    """The expansion point :math:`x^*` (a minimum of U)."""
+    covariance: Float[Array, "dim dim"]
+    r""":math:`\Sigma = (\beta \nabla^2 U)^{-1}` in the unit of x squared."""
+    log_z: Float[Array, ""]
+    r"""Laplace's :math:`\log Z \approx -\beta U(x^*) + \frac d2 \log 2\pi - \frac12\log\det(\beta\nabla^2 U)`."""
+    gradient: Float[Array, " dim"]
+    r""":math:`\nabla U(x^*)`, about 0 at a minimum: check it when :math:`x^*` came from an optimizer."""
+
+    @property
+    def std(self) -> Float[Array, " dim"]:
+        """Marginal standard deviations, the square roots of the diagonal of the covariance."""
+        return jnp.sqrt(jnp.diag(self.covariance))
+
+
+def laplace(target, x: Float[Array, " dim"]) -> Laplace:
+    r"""Laplace's approximation of the target :math:`p \propto e^{-\beta U}` of an `fepy.Energy` at ``x``.
+
+    The Hessian :math:`\nabla^2 U(x)` is taken by ``jax.hessian`` (exact, forward over
+    reverse), so the covariance of a Gaussian target is exact at its mean. ``x`` should be
+    a minimum of U (e.g. the best particle of `fepy.Descent`); the approximation is the
+    second-order expansion of U there.
+
+    Raises:
+        ValueError: ``x`` does not have shape ``(target.dim,)``, U or its Hessian is not
+            finite, or the Hessian is not positive definite (``x`` is not a strict
+            minimum: a saddle, a flat direction or an unconverged optimisation); the
+            message gives the smallest eigenvalue and its direction.
+    """
+    x = as_float_array(x, "x", ndim=1)
+    if x.shape != (target.dim,):
+        raise ValueError(f"laplace: x must have shape ({target.dim},), got {x.shape}")
+    u, gradient = jax.value_and_grad(target.energy)(x)
+    hessian = np.asarray(jax.hessian(target.energy)(x), dtype=float)
+    if not (np.isfinite(float(u)) and np.all(np.isfinite(hessian))):
+        raise ValueError(f"laplace: U or its Hessian is not finite at x = {np.asarray(x)} (U = {float(u)})")
+    precision = float(target.beta) * 0.5 * (hessian + hessian.T)
+    eigenvalues, eigenvectors = np.linalg.eigh(precision)
+    if eigenvalues[0] <= 0:
+        raise ValueError(
+            "laplace: the Hessian of U is not positive definite at x (not a strict minimum): "
+            f"smallest eigenvalue of beta * Hessian {eigenvalues[0]:.3g} along {np.round(eigenvectors[:, 0], 3)}"
+        )
+    covariance = (eigenvectors / eigenvalues) @ eigenvectors.T
+    log_z = -float(target.beta) * u + 0.5 * x.size * np.log(2 * np.pi) - 0.5 * np.sum(np.log(eigenvalues))
+    dtype = x.dtype
+    return Laplace(x, jnp.asarray(covariance, dtype), jnp.asarray(log_z, dtype), gradient)
