@@ -123,7 +123,8 @@ def build(config) -> fepy.Problem:
         objective = fepy.RelativeEntropy()
     else:
         objective = fepy.LogVariance(buffer_size=c["buffer_size"])
-    optimizer = optax.chain(optax.clip_by_global_norm(c["clip"]), optax.adam(c["learning_rate"]))
+    schedule = optax.cosine_decay_schedule(c["learning_rate"], max(c["steps"], 1), 0.1)
+    optimizer = optax.chain(optax.clip_by_global_norm(c["clip"]), optax.adam(schedule))
     solver = fepy.PathKL(optimizer, c["trajectories"], objective)
     return fepy.Problem(target, family, solver, c["steps"])
 

@@ -266,3 +266,18 @@ def test_potential_control_force_is_minus_the_gradient():
     sol = fepy.minimize(target, fepy.Control.mlp(1, key=jax.random.key(0), width=16, depth=1, kind="potential"),
                         fepy.PathKL(optax.adam(2e-2), 64), steps=100, key=jax.random.key(1))
     assert sol.trace["free_energy"][-20:].mean() + log_z < 0.1 * (sol.trace["free_energy"][0] + log_z)
+
+
+def test_log_variance_replay_trains_more_per_simulated_path():
+    """Eight buffer updates per rollout reach a lower free energy than one at equal energy evaluations
+    (measured KL 0.29 vs 0.73 kT after 60 rollouts, from 10.7)."""
+    target, log_z = _ou_problem()
+    kl = {}
+    for replay in (1, 8):
+        solver = fepy.PathKL(optax.adam(1e-2), 32, fepy.LogVariance(buffer_size=128, replay=replay))
+        sol = fepy.minimize(target, fepy.Control.mlp(1, key=jax.random.key(0), width=16, depth=1), solver,
+                            steps=60, key=jax.random.key(1))
+        kl[replay] = sol.trace["free_energy"][-10:].mean() + log_z
+    assert kl[8] < 0.5 * kl[1], kl
+    with pytest.raises(ValueError, match="buffer"):
+        fepy.LogVariance(replay=4)

@@ -45,6 +45,8 @@ class LogVariance(eqx.Module):
     Attributes:
         buffer_size: paths kept; each step adds the fresh ``trajectories`` and trains on as
             many drawn uniformly from the buffer (0: on the fresh paths only).
+        replay: optimiser updates per step, each on a fresh draw from the buffer (TPS-DPS
+            trains many times per rollout); they cost network evaluations, no energy ones.
         log_z_scale: the learning-rate multiplier of :math:`\log Z_\theta` relative to the control
             (with Adam, log Z moves by up to ``learning_rate * log_z_scale`` kT per step; path
             log-ratios of transitions are hundreds of kT, and a lagging log Z biases the
@@ -57,12 +59,17 @@ class LogVariance(eqx.Module):
 
     buffer_size: int = eqx.field(static=True, default=0)
     log_z_scale: float = 100.0
+    replay: int = eqx.field(static=True, default=1)
 
     differentiates_solver: ClassVar[bool] = False
 
     def __check_init__(self):
         if not isinstance(self.buffer_size, int) or self.buffer_size < 0:
             raise ValueError(f"LogVariance buffer_size must be a non-negative integer, got {self.buffer_size!r}")
+        if not isinstance(self.replay, int) or self.replay < 1:
+            raise ValueError(f"LogVariance replay must be a positive integer, got {self.replay!r}")
+        if self.replay > 1 and self.buffer_size == 0:
+            raise ValueError("LogVariance replay > 1 needs a replay buffer (buffer_size > 0)")
 
 
 class _Buffer(eqx.Module):
@@ -172,26 +179,33 @@ class PathKL(AbstractSolver):
                 return _masked_mean(paths.control_cost + paths.terminal_cost, finite), (paths, finite)
 
             (loss, (paths, finite)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            params, opt_state = self._update(params, grads, state.opt_state)
         else:
             paths = jax.lax.stop_gradient(target.simulate(family, sim_key, self.trajectories, self._sharding()))
             finite = _finite_paths(paths)
             # warm start of the learned log Z at its Jensen bound -E_Q[log dQ/dP0 + phi] on the first batch
             first = -_masked_mean(paths.log_ratio + paths.terminal_cost, finite) / self._log_z_scale()
             params = (params[0], jnp.where(state.energy_evals == 0, first, params[1]))
-            train, train_finite = paths, finite
-            if buffer is not None:
-                buffer = self._push(buffer, paths, finite)
-                train, train_finite = self._draw(buffer, paths, draw_key)
 
-            def loss_fn(p):
+            def loss_fn(p, train, train_finite):
                 log_ratio = target.log_ratio(control_of(p), train)
                 residual = log_ratio + train.terminal_cost + p[1] * self._log_z_scale()
                 return _masked_mean(residual**2, train_finite)
 
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
-        params = optax.apply_updates(params, updates)
+            if buffer is None:
+                loss, grads = jax.value_and_grad(loss_fn)(params, paths, finite)
+                params, opt_state = self._update(params, grads, state.opt_state)
+            else:
+                buffer = self._push(buffer, paths, finite)
+
+                def replayed(carry, k):
+                    params, opt_state = carry
+                    loss, grads = jax.value_and_grad(loss_fn)(params, *self._draw(buffer, paths, k))
+                    return self._update(params, grads, opt_state), loss
+
+                (params, opt_state), losses = jax.lax.scan(
+                    replayed, (params, state.opt_state), jax.random.split(draw_key, self.objective.replay))
+                loss = losses[-1]
         family = control_of(params)
         log_z = params[1] * self._log_z_scale()
         hits = target.hits(paths)
@@ -203,6 +217,11 @@ class PathKL(AbstractSolver):
         if isinstance(self.objective, LogVariance):
             stats["learned_log_z"] = log_z
         return family, PathKLState(opt_state, log_z, buffer, evals, last), stats
+
+    def _update(self, params, grads, opt_state):
+        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
 
     @staticmethod
     def _estimates(last) -> dict:
