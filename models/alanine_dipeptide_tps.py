@@ -72,6 +72,7 @@ DEFAULTS = dict(
     force_scale=100.0,  # kJ/mol/nm per network output unit
     stiffness=1000.0,  # kJ/mol/nm^2, the initial spring on the aligned heavy atoms towards C7ax
     buffer_size=256,  # log_variance: replay buffer (paths)
+    replay=8,  # log_variance: buffer updates per rollout
     eval_paths=64,
 )
 OBJECTIVES = ("relative_entropy", "log_variance")
@@ -89,7 +90,7 @@ def _check(config) -> dict:
     c = {**DEFAULTS, **config}
     if c["objective"] not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {c['objective']!r}")
-    for name in ("path_steps", "trajectories", "hidden", "depth", "eval_paths"):
+    for name in ("path_steps", "trajectories", "hidden", "depth", "eval_paths", "replay"):
         if not isinstance(c[name], int) or c[name] < 1:
             raise ValueError(f"{name} must be a positive integer, got {c[name]!r}")
     if not (isinstance(c["stiffness"], (int, float)) and math.isfinite(c["stiffness"]) and c["stiffness"] >= 0):
@@ -122,7 +123,7 @@ def build(config) -> fepy.Problem:
     if c["objective"] == "relative_entropy":
         objective = fepy.RelativeEntropy()
     else:
-        objective = fepy.LogVariance(buffer_size=c["buffer_size"])
+        objective = fepy.LogVariance(buffer_size=c["buffer_size"], replay=c["replay"])
     schedule = optax.cosine_decay_schedule(c["learning_rate"], max(c["steps"], 1), 0.1)
     optimizer = optax.chain(optax.clip_by_global_norm(c["clip"]), optax.adam(schedule))
     solver = fepy.PathKL(optimizer, c["trajectories"], objective)

@@ -33,6 +33,7 @@ DEFAULTS = dict(
     trajectories=64,
     objective="relative_entropy",  # relative_entropy (PIPS) | log_variance
     buffer_size=512,
+    replay=8,  # log_variance: buffer updates per rollout
     learning_rate=1e-2,
     temperature=0.5,
     friction=1.0,
@@ -62,7 +63,7 @@ def build(config) -> fepy.Problem:
     control = fepy.Control.mlp(2, key=jax.random.key(c["seed"]), width=c["hidden"], depth=c["depth"], scale=100.0,
                                steer=(A, B, c["stiffness"]))
     objective = (fepy.RelativeEntropy() if c["objective"] == "relative_entropy"
-                 else fepy.LogVariance(buffer_size=c["buffer_size"]))
+                 else fepy.LogVariance(buffer_size=c["buffer_size"], replay=c["replay"]))
     schedule = optax.cosine_decay_schedule(c["learning_rate"], max(c["steps"], 1), 0.1)
     optimizer = optax.chain(optax.clip_by_global_norm(1e3), optax.adam(schedule))
     return fepy.Problem(target, control, fepy.PathKL(optimizer, c["trajectories"], objective), c["steps"])
