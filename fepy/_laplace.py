@@ -29,13 +29,35 @@ class Laplace(NamedTuple):
         return jnp.sqrt(jnp.diag(self.covariance))
 
 
-def laplace(target, x: Float[Array, " dim"]) -> Laplace:
+def _precision(target, derivatives, x):
+    """U, grad U and the eigen-decomposition of the symmetrised beta * Hessian at x (NumPy);
+    ValueError when something is not finite or the Hessian is not positive definite."""
+    u, gradient, hessian = derivatives(x)
+    hessian = np.asarray(hessian, dtype=float)
+    if not (np.isfinite(float(u)) and np.all(np.isfinite(hessian))):
+        raise ValueError(f"laplace: U or its Hessian is not finite at x = {np.asarray(x)} (U = {float(u)})")
+    precision = float(target.beta) * 0.5 * (hessian + hessian.T)
+    eigenvalues, eigenvectors = np.linalg.eigh(precision)
+    if eigenvalues[0] <= 0:
+        raise ValueError(
+            "laplace: the Hessian of U is not positive definite at x (not a strict minimum): "
+            f"smallest eigenvalue of beta * Hessian {eigenvalues[0]:.3g} along {np.round(eigenvectors[:, 0], 3)}"
+        )
+    return u, gradient, eigenvalues, eigenvectors
+
+
+def laplace(target, x: Float[Array, " dim"], newton_steps: int = 0) -> Laplace:
     r"""Laplace's approximation of the target :math:`p \propto e^{-\beta U}` of an `fepy.Energy` at ``x``.
 
     The Hessian :math:`\nabla^2 U(x)` is taken by ``jax.hessian`` (exact, forward over
     reverse), so the covariance of a Gaussian target is exact at its mean. ``x`` should be
     a minimum of U (e.g. the best particle of `fepy.Descent`); the approximation is the
-    second-order expansion of U there.
+    second-order expansion of U there. With ``newton_steps`` > 0, ``x`` is first refined by up
+    to that many Newton steps :math:`x \leftarrow x - (\nabla^2 U)^{-1}\nabla U` (each halved
+    until U does not increase, at most 30 times; stopping once the Newton decrement
+    :math:`\beta\nabla U^\top(\nabla^2 U)^{-1}\nabla U < 10^{-12}`), which converge
+    quadratically from the end point of a first-order optimizer; the Hessian must be
+    positive definite along the way.
 
     Raises:
         ValueError: ``x`` does not have shape ``(target.dim,)``, U or its Hessian is not
@@ -46,17 +68,24 @@ def laplace(target, x: Float[Array, " dim"]) -> Laplace:
     x = as_float_array(x, "x", ndim=1)
     if x.shape != (target.dim,):
         raise ValueError(f"laplace: x must have shape ({target.dim},), got {x.shape}")
-    u, gradient = jax.value_and_grad(target.energy)(x)
-    hessian = np.asarray(jax.hessian(target.energy)(x), dtype=float)
-    if not (np.isfinite(float(u)) and np.all(np.isfinite(hessian))):
-        raise ValueError(f"laplace: U or its Hessian is not finite at x = {np.asarray(x)} (U = {float(u)})")
-    precision = float(target.beta) * 0.5 * (hessian + hessian.T)
-    eigenvalues, eigenvectors = np.linalg.eigh(precision)
-    if eigenvalues[0] <= 0:
-        raise ValueError(
-            "laplace: the Hessian of U is not positive definite at x (not a strict minimum): "
-            f"smallest eigenvalue of beta * Hessian {eigenvalues[0]:.3g} along {np.round(eigenvectors[:, 0], 3)}"
-        )
+    if isinstance(newton_steps, bool) or not isinstance(newton_steps, int) or newton_steps < 0:
+        raise ValueError(f"laplace: newton_steps must be an integer >= 0, got {newton_steps!r}")
+    derivatives = jax.jit(lambda x: (*jax.value_and_grad(target.energy)(x), jax.hessian(target.energy)(x)))
+    energy = jax.jit(lambda x: target.energy(x))
+    u, gradient, eigenvalues, eigenvectors = _precision(target, derivatives, x)
+    for _ in range(newton_steps):
+        step = jnp.asarray((eigenvectors / eigenvalues) @ (eigenvectors.T @ np.asarray(gradient)), x.dtype)
+        if float(target.beta) * float(gradient @ step) < 1e-12:  # Newton decrement: converged
+            break
+        for _ in range(31):
+            trial = x - float(target.beta) * step
+            if float(energy(trial)) <= float(u):
+                break
+            step = 0.5 * step
+        else:
+            break  # no decrease along the Newton direction: x is a minimum to round-off
+        x = trial
+        u, gradient, eigenvalues, eigenvectors = _precision(target, derivatives, x)
     covariance = (eigenvectors / eigenvalues) @ eigenvectors.T
     log_z = -float(target.beta) * u + 0.5 * x.size * np.log(2 * np.pi) - 0.5 * np.sum(np.log(eigenvalues))
     dtype = x.dtype

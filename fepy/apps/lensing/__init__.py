@@ -41,3 +41,11 @@ from .pixelated import (
     linear_inversion as linear_inversion,
     regularization_matrix as regularization_matrix,
 )
+from .plots import plot_reconstruction as plot_reconstruction
+from .posterior import (
+    LensPosterior as LensPosterior,
+    LensSystem as LensSystem,
+    Parameters as Parameters,
+    SourceMarginalPosterior as SourceMarginalPosterior,
+    evidence_scan as evidence_scan,
+)
