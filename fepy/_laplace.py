@@ -75,7 +75,7 @@ def laplace(target, x: Float[Array, " dim"], newton_steps: int = 0) -> Laplace:
     u, gradient, eigenvalues, eigenvectors = _precision(target, derivatives, x)
     for _ in range(newton_steps):
         step = jnp.asarray((eigenvectors / eigenvalues) @ (eigenvectors.T @ np.asarray(gradient)), x.dtype)
-        if float(target.beta) * float(gradient @ step) < 1e-12:  # Newton decrement: converged
+        if float(target.beta) ** 2 * float(gradient @ step) < 1e-12:  # Newton decrement: converged
             break
         for _ in range(31):
             trial = x - float(target.beta) * step

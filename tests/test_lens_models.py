@@ -50,7 +50,7 @@ def test_sie_small_run_writes_finite_figures_and_pngs(tmp_path):
 
 def test_pixelated_small_run_writes_finite_figures_and_pngs(tmp_path):
     out = tmp_path / "pix"
-    config = dict(SMALL, source_pix=10, source_width=0.8, strengths=4, steps=2, starts=2)
+    config = dict(SMALL, source_pix=10, source_width=0.8, strengths=4, steps=0)
     assert main(["run", str(MODELS / "pixelated_source_lens.py"), "--out", str(out), "--no-progress", *sets(config)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     for key in ("reduced_chi2", "log_evidence", "log10_strength", "theta_E"):
