@@ -32,7 +32,7 @@ import optax
 CONFIG = dict(
     length=20.0, dx=0.05, beta_mu=(-1.0, 2.0), systems=16, seeds=[0, 1, 2], held_out=8,
     blocks=16, sweeps_per_block=400, equilibration=500, held_out_sweeps_per_block=2000,
-    network=dict(features=8, degree=4, width=32, depth=2), steps=2000, learning_rate=3e-3,
+    network=dict(features=8, degree=4, width=32, depth=2), steps=4000, learning_rate=3e-3,
     min_density=0.02, picard=dict(mixing=0.2, anderson=5, steps=600),
     fluids=dict(
         hard_rods=dict(radius=0.5, capacity=22, max_density=1.0, bulk_beta_mu=(-1.0, 6.0)),

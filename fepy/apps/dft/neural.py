@@ -16,7 +16,18 @@ kernels are integrated exactly against the piecewise-linear density
 (`fepy.physics.convolution`), so the functional is the same at every grid spacing and
 in every box (periodic, walled or open), like the analytic functionals. The ideal-gas
 limit is exact: :math:`\Phi_\theta(n) = \mathrm{MLP}(n) - \mathrm{MLP}(0) - n\cdot\nabla\mathrm{MLP}(0)`,
-so :math:`F_\theta = O(\rho^2)`.
+so :math:`F_\theta = O(\rho^2)`. The functional is reflection symmetric, like the fluid:
+the free-energy density is averaged over the weighted densities of the mirrored kernels
+:math:`\omega_b(-s)` (:math:`P_k \to (-1)^k P_k`, :math:`\delta(s - R) \leftrightarrow \delta(s + R)`),
+
+.. math:: \beta F_\theta[\rho] = \int \tfrac12\big[\Phi_\theta(M b(x)) + \Phi_\theta(M S b(x))\big]\,dx,
+          \qquad b_b = \omega_b \star \rho,
+
+with S the signed permutation of the kernels, so :math:`F_\theta[\rho(-\,\cdot)] = F_\theta[\rho]`.
+The bulk free energy and the bulk Hessian, hence `pair_correlation_loss`, are the same with
+or without the mirror term (:math:`S` leaves :math:`\int\omega_b` unchanged, and a bulk
+Hessian is already even); it removes from inhomogeneous profiles the part of the
+functional that is odd under reflection, which bulk data cannot constrain.
 
 Two ways to learn it (the comparison of Dijkman et al., PRL 134, 056103 (2025)):
 
@@ -120,19 +131,33 @@ class NeuralFunctional(AbstractExcessFunctional):
         flat = n.reshape(-1, n.shape[-1])
         return (jax.vmap(self.mlp)(flat) - value0 - flat @ grad0).reshape(n.shape[:-1])
 
-    def weighted_densities(
+    def _kernel_densities(
         self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk
-    ) -> Float[Array, "*batch m q features"]:
-        """The learned :math:`n_a` at the quadrature points of the grid's cells (`fepy.Grid.cell_quadrature`)
-        and, unless periodic, of the cells within the kernels' reach beyond each edge."""
+    ) -> Float[Array, "*batch m q basis"]:
+        r""":math:`b_b = \omega_b \star \rho` at the quadrature points of the grid's cells
+        (`fepy.Grid.cell_quadrature`) and, unless periodic, of the cells within the kernels'
+        reach beyond each edge."""
         weights = _basis_weights(self.radius, self.degree, grid.dx, tuple(grid.cell_quadrature()[0]))
         reach = (weights.shape[-1] - 1) // 2
         extended = grid.extend_for_kernels(rho, reach, rho_bulk)
-        basis = jnp.stack([convolve(extended, w) for w in weights], axis=-1)  # (*batch, m, q, basis)
-        return basis @ self.mixing.T
+        return jnp.stack([convolve(extended, w) for w in weights], axis=-1)
+
+    def _mirror(self, b: Float[Array, "*points basis"]) -> Float[Array, "*points basis"]:
+        r""":math:`S b`: the kernel densities of the mirrored kernels :math:`\omega_b(-s)`."""
+        order = np.concatenate([np.arange(self.degree), [self.degree + 1, self.degree]])
+        sign = np.concatenate([(-1.0) ** np.arange(self.degree), [1.0, 1.0]])
+        return b[..., order] * jnp.asarray(sign, b.dtype)
+
+    def weighted_densities(
+        self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk
+    ) -> Float[Array, "*batch m q features"]:
+        """The learned :math:`n_a = (M b)_a` at the points of `_kernel_densities` (mirror term: :math:`M S b`)."""
+        return self._kernel_densities(rho, grid, rho_bulk) @ self.mixing.T
 
     def free_energy(self, rho: Float[Array, "*batch n"], grid: Grid, rho_bulk) -> Float[Array, "*batch"]:
-        return grid.integrate_cells(self._phi(self.weighted_densities(rho, grid, rho_bulk)))
+        b = self._kernel_densities(rho, grid, rho_bulk)
+        phi = 0.5 * (self._phi(b @ self.mixing.T) + self._phi(self._mirror(b) @ self.mixing.T))
+        return grid.integrate_cells(phi)
 
     def bulk_free_energy_density(self, rho: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
         rho = jnp.asarray(rho, self.mixing.dtype)
