@@ -2,6 +2,7 @@ r"""`fepy.laplace`: the Gaussian approximation of :math:`p \propto e^{-\beta U}`
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,21 +30,32 @@ class Laplace(NamedTuple):
         return jnp.sqrt(jnp.diag(self.covariance))
 
 
-def _precision(target, derivatives, x):
+def _precision(target, derivatives, x, require_minimum: bool = True):
     """U, grad U and the eigen-decomposition of the symmetrised beta * Hessian at x (NumPy);
-    ValueError when something is not finite or the Hessian is not positive definite."""
+    ValueError when something is not finite or (``require_minimum``) the Hessian is not
+    positive definite."""
     u, gradient, hessian = derivatives(x)
     hessian = np.asarray(hessian, dtype=float)
     if not (np.isfinite(float(u)) and np.all(np.isfinite(hessian))):
         raise ValueError(f"laplace: U or its Hessian is not finite at x = {np.asarray(x)} (U = {float(u)})")
     precision = float(target.beta) * 0.5 * (hessian + hessian.T)
     eigenvalues, eigenvectors = np.linalg.eigh(precision)
-    if eigenvalues[0] <= 0:
+    if require_minimum and eigenvalues[0] <= 0:
         raise ValueError(
             "laplace: the Hessian of U is not positive definite at x (not a strict minimum): "
             f"smallest eigenvalue of beta * Hessian {eigenvalues[0]:.3g} along {np.round(eigenvectors[:, 0], 3)}"
         )
     return u, gradient, eigenvalues, eigenvectors
+
+
+@eqx.filter_jit
+def _derivatives(target, x):
+    return (*jax.value_and_grad(target.energy)(x), jax.hessian(target.energy)(x))
+
+
+@eqx.filter_jit
+def _energy(target, x):
+    return target.energy(x)
 
 
 def laplace(target, x: Float[Array, " dim"], newton_steps: int = 0) -> Laplace:
@@ -56,8 +68,10 @@ def laplace(target, x: Float[Array, " dim"], newton_steps: int = 0) -> Laplace:
     to that many Newton steps :math:`x \leftarrow x - (\nabla^2 U)^{-1}\nabla U` (each halved
     until U does not increase, at most 30 times; stopping once the Newton decrement
     :math:`\beta\nabla U^\top(\nabla^2 U)^{-1}\nabla U < 10^{-12}`), which converge
-    quadratically from the end point of a first-order optimizer; the Hessian must be
-    positive definite along the way.
+    quadratically from the end point of a first-order optimizer. Where the Hessian is not
+    positive definite (a saddle or a ridge left by a short optimisation), a Newton step uses
+    the absolute values of its eigenvalues, floored at 1e-8 of the largest (saddle-free
+    Newton, Dauphin et al. 2014), so it descends; the end point must be a strict minimum.
 
     Raises:
         ValueError: ``x`` does not have shape ``(target.dim,)``, U or its Hessian is not
@@ -70,12 +84,18 @@ def laplace(target, x: Float[Array, " dim"], newton_steps: int = 0) -> Laplace:
         raise ValueError(f"laplace: x must have shape ({target.dim},), got {x.shape}")
     if isinstance(newton_steps, bool) or not isinstance(newton_steps, int) or newton_steps < 0:
         raise ValueError(f"laplace: newton_steps must be an integer >= 0, got {newton_steps!r}")
-    derivatives = jax.jit(lambda x: (*jax.value_and_grad(target.energy)(x), jax.hessian(target.energy)(x)))
-    energy = jax.jit(lambda x: target.energy(x))
-    u, gradient, eigenvalues, eigenvectors = _precision(target, derivatives, x)
+    derivatives = lambda x: _derivatives(target, x)  # noqa: E731 (compiled once per kind of target)
+    energy = lambda x: _energy(target, x)  # noqa: E731
+    u, gradient, eigenvalues, eigenvectors = _precision(target, derivatives, x, require_minimum=newton_steps == 0)
     for _ in range(newton_steps):
-        step = jnp.asarray((eigenvectors / eigenvalues) @ (eigenvectors.T @ np.asarray(gradient)), x.dtype)
-        if float(target.beta) ** 2 * float(gradient @ step) < 1e-12:  # Newton decrement: converged
+        scale = np.maximum(np.abs(eigenvalues), 1e-8 * np.max(np.abs(eigenvalues)))  # saddle-free Newton
+        g = np.asarray(gradient)
+        step = (eigenvectors / scale) @ (eigenvectors.T @ g)
+        if eigenvalues[0] < 0:  # and along the most negative curvature, where the quadratic model drops by 1/beta
+            v = eigenvectors[:, 0]
+            step = step + np.copysign(np.sqrt(2.0 / -eigenvalues[0]), g @ v) * v
+        step = jnp.asarray(step, x.dtype)
+        if eigenvalues[0] > 0 and float(target.beta) ** 2 * float(gradient @ step) < 1e-12:  # Newton decrement
             break
         for _ in range(31):
             trial = x - float(target.beta) * step
@@ -85,7 +105,9 @@ def laplace(target, x: Float[Array, " dim"], newton_steps: int = 0) -> Laplace:
         else:
             break  # no decrease along the Newton direction: x is a minimum to round-off
         x = trial
-        u, gradient, eigenvalues, eigenvectors = _precision(target, derivatives, x)
+        u, gradient, eigenvalues, eigenvectors = _precision(target, derivatives, x, require_minimum=False)
+    if eigenvalues[0] <= 0:
+        _precision(target, derivatives, x)  # raises with the direction
     covariance = (eigenvectors / eigenvalues) @ eigenvectors.T
     log_z = -float(target.beta) * u + 0.5 * x.size * np.log(2 * np.pi) - 0.5 * np.sum(np.log(eigenvalues))
     dtype = x.dtype

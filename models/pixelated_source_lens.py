@@ -20,6 +20,7 @@ observed, model, residual and source PNG.
 
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,14 +79,25 @@ def build(config) -> fepy.Problem:
     return fepy.Problem(target, family, fepy.Descent(optax.adam(c["learning_rate"])), c["steps"])
 
 
+_RECONSTRUCTED = {}  # id(particles) -> the result: observables and plots share one reconstruction
+
+
 def reconstruct(target, particles, config) -> dict:
     """The best lens, the evidence-optimal strength and its inversion."""
+    key = id(particles)
+    if key in _RECONSTRUCTED:
+        return _RECONSTRUCTED[key]
     c = {**DEFAULTS, **config}
-    z = particles.positions[jnp.argmin(jax.vmap(target.energy)(particles.positions))]
+    z = particles.positions[0]
+    if particles.positions.shape[0] > 1:
+        z = particles.positions[jnp.argmin(eqx.filter_jit(jax.vmap(target.energy))(particles.positions))]
     strengths = np.logspace(np.log10(c["strength_min"]), np.log10(c["strength_max"]), c["strengths"])
     log_evidence, inversion = lensing.evidence_scan(target, z, strengths)
     best = int(jnp.argmax(log_evidence))
-    return dict(z=z, strengths=strengths, log_evidence=np.asarray(log_evidence), best=best, inversion=inversion)
+    _RECONSTRUCTED.clear()
+    _RECONSTRUCTED[key] = dict(z=z, strengths=strengths, log_evidence=np.asarray(log_evidence), best=best,
+                               inversion=inversion)
+    return _RECONSTRUCTED[key]
 
 
 def observables(target, family, config) -> dict:

@@ -11,8 +11,23 @@ point is the MAP and `fepy.laplace` there gives the errors (delta method from th
 unconstrained coordinates). ``summary.json`` has every parameter with its ``_std``, the
 truth under ``reference`` and the reduced chi^2 (reference 1). Plots: observed, model,
 residual ((d - m) / sigma) and the reconstructed source, as PNG.
+
+``--set inference=``: ``map`` (default) as above; ``nuts`` then runs `fepy.nuts` (dense
+mass, ``nuts_chains`` chains of ``nuts_warmup`` + ``nuts_samples`` steps) from the MAP and
+adds ``<name>_nuts`` / ``<name>_nuts_std`` (posterior mean and standard deviation) and
+``r_hat_<name>`` for theta_E, e1, e2 to the summary; ``vi`` fits a full-covariance
+`fepy.Gaussian` by `fepy.ReverseKL` (``vi_steps`` Adam steps of ``vi_samples`` samples) in
+the unconstrained coordinates, whitened by the Laplace covariance (z = z_MAP + L w, so one
+learning rate fits every parameter; q starts at N(0, I) in w, i.e. at the Laplace
+Gaussian), and adds ``<name>_vi`` / ``<name>_vi_std``, the ELBO and the importance-sampling
+ESS fraction. ``corner.png`` shows the posterior samples of theta_E, e1, e2 and the shear
+(Laplace draws for ``map``).
 """
 
+import time
+from pathlib import Path
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +48,18 @@ DEFAULTS = dict(
     starts=8,
     steps=1500,
     learning_rate=0.02,
+    inference="map",  # map: MAP + Laplace; nuts: + fepy.nuts from the MAP; vi: + fepy.ReverseKL (Gaussian)
+    nuts_warmup=300,
+    nuts_samples=300,
+    nuts_chains=2,
+    vi_steps=600,
+    vi_samples=64,
+    vi_learning_rate=0.01,
+    corner_samples=4000,  # draws of the Laplace Gaussian in the corner plot with inference=map
 )
+
+INFERENCES = ("map", "nuts", "vi")
+SHOWN = ("theta_E", "e1", "e2", "gamma1", "gamma2")  # parameters in the corner plot
 
 TRUTH = dict(
     theta_E=1.2, e1=0.10, e2=-0.05, center_x=0.02, center_y=-0.01, gamma1=0.03, gamma2=-0.02,
@@ -108,25 +134,105 @@ def build(config) -> fepy.Problem:
 
 
 def fit(target, particles) -> dict:
-    """The MAP start, its Laplace errors in the parameters' units and the reduced chi^2."""
-    energy = jax.vmap(target.energy)(particles.positions)
-    z = particles.positions[jnp.argmin(energy)]
-    approx = fepy.laplace(target, z, newton_steps=20)  # polish Adam's end point first
+    """The MAP start, its Laplace errors in the parameters' units and the reduced chi^2.
+
+    The starts are tried in order of energy: the lowest whose Newton-polished end point has a
+    positive definite Hessian is the MAP (an unconverged best start, e.g. on a saddle after a
+    short run, falls through to the next; ``laplace_start`` says which was taken)."""
+    energy = np.asarray(jax.vmap(target.energy)(particles.positions))
+    error = None
+    for rank, i in enumerate(np.argsort(energy)):
+        try:
+            approx = fepy.laplace(target, particles.positions[i], newton_steps=100)  # polish Adam's end point
+            break
+        except ValueError as e:
+            error = e
+    else:
+        raise ValueError(f"no start is at a strict minimum: {error}")
     z = approx.mean
     jac = jax.jacfwd(target.parameters.values)(z)
     std = jnp.sqrt(jnp.diag(jac @ approx.covariance @ jac.T))
     values = target.parameters.values(z)
-    best = jnp.min(energy)
+    best = energy.min()
     return dict(
-        z=z, values=dict(zip(target.names, np.asarray(values).tolist())),
+        z=z, covariance=approx.covariance, values=dict(zip(target.names, np.asarray(values).tolist())),
         std=dict(zip(target.names, np.asarray(std).tolist())),
         reduced_chi2=float(target.chi2(z)) / target.degrees_of_freedom(),
-        converged_starts=int(jnp.sum(energy < best + 1.0)),
+        converged_starts=int(np.sum(energy < best + 1.0)), laplace_start=rank,
         grad_norm=float(jnp.linalg.norm(approx.gradient)),
     )
 
 
+class Whitened(fepy.Energy):
+    """U(z0 + L w): the target in coordinates w whitened by a Cholesky factor L (log Z in w is
+    log Z in z minus log det L)."""
+
+    target: fepy.Energy
+    shift: jax.Array
+    matrix: jax.Array
+    dim: int = eqx.field(static=True)
+    beta: float = 1.0
+
+    def energy(self, w):
+        return self.target.energy(self.shift + self.matrix @ w)
+
+
+def nuts_samples(target, result, c) -> tuple[np.ndarray, dict]:
+    """NUTS from the MAP: draws of the parameter values (chain, draw, dim) and a summary."""
+    from numpyro.diagnostics import split_gelman_rubin
+
+    t0 = time.perf_counter()
+    run = fepy.nuts(target, result["z"], jax.random.key(c["seed"] + 1), warmup=c["nuts_warmup"],
+                    samples=c["nuts_samples"], chains=c["nuts_chains"], dense_mass=True)
+    values = np.asarray(jax.vmap(jax.vmap(target.parameters.values))(run.positions))
+    wall = time.perf_counter() - t0
+    out = dict(nuts_wall_s=wall, nuts_divergences=int(np.sum(np.asarray(run.diverging))),
+               nuts_accept_prob=float(np.mean(np.asarray(run.accept_prob))))
+    r_hat = np.asarray(split_gelman_rubin(values)) if c["nuts_chains"] > 1 else np.full(target.dim, np.nan)
+    n_eff = np.asarray(run.n_eff)
+    for i, name in enumerate(target.names):
+        out[f"{name}_nuts"] = float(values[..., i].mean())
+        out[f"{name}_nuts_std"] = float(values[..., i].std())
+        if name in ("theta_E", "e1", "e2"):
+            out[f"r_hat_{name}"] = float(r_hat[i])
+            out[f"n_eff_{name}"] = float(n_eff[i])
+    return values.reshape(-1, target.dim), out
+
+
+def vi_samples(target, result, c) -> tuple[np.ndarray, dict]:
+    """Reverse-KL Gaussian in whitened unconstrained coordinates: draws of the values and a summary."""
+    L = jnp.linalg.cholesky(result["covariance"])
+    white = Whitened(target, result["z"], L, dim=target.dim)
+    q0 = fepy.Gaussian(jnp.zeros(target.dim), jnp.eye(target.dim))
+    solver = fepy.ReverseKL(optax.adam(c["vi_learning_rate"]), samples=c["vi_samples"], summary_samples=2048)
+    t0 = time.perf_counter()
+    sol = fepy.minimize(white, q0, solver, steps=c["vi_steps"], key=jax.random.key(c["seed"] + 2))
+    q = sol.family
+    w = q.sample(jax.random.key(c["seed"] + 3), 4000)
+    values = np.asarray(jax.vmap(target.parameters.values)(result["z"] + w @ L.T))
+    log_det = float(jnp.sum(jnp.log(jnp.diagonal(L))))
+    s = sol.summary
+    out = dict(vi_wall_s=time.perf_counter() - t0, vi_elbo=-float(s["free_energy"]) + log_det,
+               vi_log_z=float(s["log_z"]) + log_det, vi_ess_fraction=float(s["ess_fraction"]))
+    for i, name in enumerate(target.names):
+        out[f"{name}_vi"] = float(values[:, i].mean())
+        out[f"{name}_vi_std"] = float(values[:, i].std())
+    return values, out
+
+
+def laplace_samples(target, result, n: int, seed: int) -> np.ndarray:
+    """Draws of the parameter values under the Laplace Gaussian (in z, mapped to the values)."""
+    z = jax.random.multivariate_normal(jax.random.key(seed + 4), result["z"], result["covariance"], (n,))
+    return np.asarray(jax.vmap(target.parameters.values)(z))
+
+
+_SAMPLES = {}  # id(family) -> (label, draws of the values): from observables to plots
+
+
 def observables(target, family, config) -> dict:
+    c = {**DEFAULTS, **config}
+    if c["inference"] not in INFERENCES:
+        raise ValueError(f"inference must be one of {INFERENCES}, got {c['inference']!r}")
     result = fit(target, family)
     out = {}
     for name in target.names:
@@ -140,12 +246,29 @@ def observables(target, family, config) -> dict:
         converged_starts=result["converged_starts"],
         grad_norm=result["grad_norm"],
         peak_snr=float(jnp.max(truth_image / jnp.sqrt(noise.variance(truth_image)))),
+        laplace_start=result["laplace_start"],
         truth=dict(TRUTH),
     )
+    if c["inference"] == "nuts":
+        draws, extra = nuts_samples(target, result, c)
+    elif c["inference"] == "vi":
+        draws, extra = vi_samples(target, result, c)
+    else:
+        draws, extra = laplace_samples(target, result, c["corner_samples"], c["seed"]), {}
+    out.update(extra)
+    _SAMPLES.clear()
+    _SAMPLES[id(family)] = (dict(map="Laplace", nuts="NUTS", vi="VI (reverse KL)")[c["inference"]], draws)
     return out
 
 
 def plots(target, family, out, config) -> list[str]:
     best = jnp.argmin(jax.vmap(target.energy)(family.positions))
     s = target.lens_system(family.positions[best])
-    return lensing.plot_reconstruction(out, target.image_model, target.data, s)
+    written = lensing.plot_reconstruction(out, target.image_model, target.data, s)
+    if id(family) in _SAMPLES:
+        label, draws = _SAMPLES[id(family)]
+        index = [target.names.index(n) for n in SHOWN]
+        lensing.plot_corner(Path(out) / "corner.png", draws[:, index], SHOWN, truths=[TRUTH[n] for n in SHOWN],
+                            title=f"{label} posterior, {len(draws)} draws")
+        written.append("corner.png")
+    return written

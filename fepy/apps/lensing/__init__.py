@@ -41,7 +41,7 @@ from .pixelated import (
     linear_inversion as linear_inversion,
     regularization_matrix as regularization_matrix,
 )
-from .plots import plot_reconstruction as plot_reconstruction
+from .plots import plot_corner as plot_corner, plot_reconstruction as plot_reconstruction
 from .posterior import (
     LensPosterior as LensPosterior,
     LensSystem as LensSystem,

@@ -1,4 +1,4 @@
-"""PNG figures of a lens reconstruction: observed, model, normalised residual and source."""
+"""PNG figures of a lens reconstruction (observed, model, normalised residual, source) and a corner plot of posterior samples."""
 
 from pathlib import Path
 
@@ -70,3 +70,56 @@ def plot_reconstruction(
         values = np.asarray(source.surface_brightness(*grid.coordinates()))
     _save(out / "source.png", values, _extent(grid), "reconstructed source", "flux per arcsec$^2$", plane="source")
     return ["observed.png", "model.png", "residual.png", "source.png"]
+
+
+def plot_corner(path, samples, names, truths=None, title=None, bins: int = 30) -> Path:
+    """A corner plot of posterior ``samples`` (shape ``(n, k)``, k parameters named ``names``):
+    1-D histograms on the diagonal, 2-D histograms below it, ``truths`` (optional) as lines;
+    matplotlib only. Returns the written path."""
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2 or samples.shape[1] != len(names):
+        raise ValueError(f"samples must have shape (n, {len(names)}), got {samples.shape}")
+    k = len(names)
+    plt = _pyplot()
+    fig, axes = plt.subplots(k, k, figsize=(1.9 * k + 0.6, 1.9 * k + 0.6), squeeze=False)
+    ranges = []
+    for i in range(k):
+        lo, hi = np.percentile(samples[:, i], [0.5, 99.5])
+        pad = 0.05 * (hi - lo) if hi > lo else 1e-12 + 1e-6 * abs(lo)
+        ranges.append((lo - pad, hi + pad))
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i, j]
+            if j > i:
+                ax.set_axis_off()
+                continue
+            if i == j:
+                ax.hist(samples[:, i], bins=bins, range=ranges[i], histtype="step", color="k")
+                mean, std = samples[:, i].mean(), samples[:, i].std()
+                ax.set_title(f"{names[i]} = {mean:.4g} ± {std:.2g}", fontsize=7)
+                ax.set_yticks([])
+                if truths is not None:
+                    ax.axvline(truths[i], color="tab:red", lw=1)
+            else:
+                ax.hist2d(samples[:, j], samples[:, i], bins=bins, range=[ranges[j], ranges[i]], cmap="Greys")
+                if truths is not None:
+                    ax.axvline(truths[j], color="tab:red", lw=0.8)
+                    ax.axhline(truths[i], color="tab:red", lw=0.8)
+            ax.set_xlim(ranges[j])
+            ax.tick_params(labelsize=6)
+            if i == k - 1:
+                ax.set_xlabel(names[j], fontsize=8)
+            else:
+                ax.set_xticklabels([])
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i], fontsize=8)
+            elif i != j:
+                ax.set_yticklabels([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
