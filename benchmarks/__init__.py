@@ -22,5 +22,7 @@ BENCHMARKS = {
     "dft": dict(module="dft"),
     # transition paths: alanine dipeptide C7eq -> C7ax, PIPS and log-variance objectives; sizes in benchmarks/tps.py
     "tps": dict(module="tps"),
+    # strong lensing: fepy vs lenstronomy images/s, gradients/s, one reconstruction; sizes in benchmarks/lensing.py
+    "lensing": dict(module="lensing"),
 }
 QUICK = dict(particles=[256], seeds=[0])
