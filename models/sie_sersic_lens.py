@@ -134,13 +134,26 @@ def build(config) -> fepy.Problem:
     return fepy.Problem(target, family, fepy.Descent(optax.adam(schedule)), c["steps"])
 
 
+@eqx.filter_jit
+def _energies(target, positions):
+    """U at each start (compiled once per target kind, shared by fit and plots)."""
+    return jax.vmap(target.energy)(positions)
+
+
+@eqx.filter_jit
+def _delta_method(target, z, covariance):
+    """The parameter values at z, their Laplace standard deviations and the chi^2 at z."""
+    jac = jax.jacfwd(target.parameters.values)(z)
+    return target.parameters.values(z), jnp.sqrt(jnp.diag(jac @ covariance @ jac.T)), target.chi2(z)
+
+
 def fit(target, particles) -> dict:
     """The MAP start, its Laplace errors in the parameters' units and the reduced chi^2.
 
     The starts are tried in order of energy: the lowest whose Newton-polished end point has a
     positive definite Hessian is the MAP (an unconverged best start, e.g. on a saddle after a
     short run, falls through to the next; ``laplace_start`` says which was taken)."""
-    energy = np.asarray(jax.vmap(target.energy)(particles.positions))
+    energy = np.asarray(_energies(target, particles.positions))
     error = None
     for rank, i in enumerate(np.argsort(energy)):
         try:
@@ -151,14 +164,12 @@ def fit(target, particles) -> dict:
     else:
         raise ValueError(f"no start is at a strict minimum: {error}")
     z = approx.mean
-    jac = jax.jacfwd(target.parameters.values)(z)
-    std = jnp.sqrt(jnp.diag(jac @ approx.covariance @ jac.T))
-    values = target.parameters.values(z)
+    values, std, chi2 = _delta_method(target, z, approx.covariance)
     best = energy.min()
     return dict(
         z=z, covariance=approx.covariance, values=dict(zip(target.names, np.asarray(values).tolist())),
         std=dict(zip(target.names, np.asarray(std).tolist())),
-        reduced_chi2=float(target.chi2(z)) / target.degrees_of_freedom(),
+        reduced_chi2=float(chi2) / target.degrees_of_freedom(),
         converged_starts=int(np.sum(energy < best + 1.0)), laplace_start=rank,
         grad_norm=float(jnp.linalg.norm(approx.gradient)),
     )
@@ -269,7 +280,7 @@ def observables(target, family, config) -> dict:
 
 
 def plots(target, family, out, config) -> list[str]:
-    best = jnp.argmin(jax.vmap(target.energy)(family.positions))
+    best = jnp.argmin(_energies(target, family.positions))
     s = target.lens_system(family.positions[best])
     written = lensing.plot_reconstruction(out, target.image_model, target.data, s)
     if id(family) in _SAMPLES:
