@@ -98,8 +98,9 @@ PULL_BOUND = 3.26
 @pytest.mark.parametrize("seed", range(3))
 def test_sie_recovers_theta_e_and_ellipticity(seed):
     """The default 80 x 80 fit of seeds 0-2 recovers theta_E, e1, e2 within PULL_BOUND
-    Laplace sigmas of the truth. Measured pulls (value - truth) / std: seed 0: theta_E +0.68,
-    e1 -0.90, e2 -0.56; seed 1: e1 -2.02; see the commit message for all nine."""
+    Laplace sigmas of the truth. Measured pulls (value - truth) / std of (theta_E, e1, e2):
+    seed 0 (+0.68, -0.90, -0.57), seed 1 (-1.01, -2.02, +1.84), seed 2 (+1.19, -0.80, -0.28);
+    reduced chi^2 0.982, 0.995, 0.958; about 50 s per seed on 2 lightly loaded cores."""
     sie, _, result = _sie_fit(seed)
     pulls = {name: (result["values"][name] - sie.TRUTH[name]) / result["std"][name] for name in ("theta_E", "e1", "e2")}
     print(f"seed {seed}: pulls {pulls}, reduced chi2 {result['reduced_chi2']:.4f}")
