@@ -33,13 +33,10 @@ from fepy.cli import load_model
 
 PARAMETRIC = load_model(Path(__file__).with_name("sie_sersic_lens.py"))
 
+# the observation (grid, PSF, noise, seed) is the parametric model's; the fit's own settings follow
+OBSERVATION = ("seed", "num_pix", "pixel_width", "fwhm", "background_rms", "exposure_time")
 DEFAULTS = dict(
-    seed=0,
-    num_pix=80,
-    pixel_width=0.05,
-    fwhm=0.1,
-    background_rms=0.01,
-    exposure_time=2000.0,
+    **{name: PARAMETRIC.DEFAULTS[name] for name in OBSERVATION},
     supersampling=1,
     source_pix=30,
     source_width=0.9,

@@ -18,8 +18,6 @@ the Kish ESS fraction of those weights, the hit fraction and the cumulative ener
 evaluations spent on simulation.
 """
 
-from typing import ClassVar
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -35,8 +33,6 @@ from ._base import AbstractSolver
 
 class RelativeEntropy(eqx.Module):
     """The PIPS objective: E_Q[control cost + terminal cost], differentiated through the SDE solve."""
-
-    differentiates_solver: ClassVar[bool] = True
 
 
 class LogVariance(eqx.Module):
@@ -60,8 +56,6 @@ class LogVariance(eqx.Module):
     buffer_size: int = eqx.field(static=True, default=0)
     log_z_scale: float = 100.0
     replay: int = eqx.field(static=True, default=1)
-
-    differentiates_solver: ClassVar[bool] = False
 
     def __check_init__(self):
         if not isinstance(self.buffer_size, int) or self.buffer_size < 0:
@@ -144,8 +138,7 @@ class PathKL(AbstractSolver):
             raise TypeError(f"PathKL needs a PathMeasure target, got {type(target).__name__}")
         if not isinstance(family, Control):
             raise TypeError(f"PathKL needs a Control family, got {type(family).__name__}")
-        if target.dynamics == "underdamped" and family.time_dependent:
-            raise ValueError("underdamped PathMeasure needs a time-independent Control (time_dependent=False)")
+        target.check_control(family)
         buffer = None
         if isinstance(self.objective, LogVariance) and self.objective.buffer_size:
             size, dtype = self.objective.buffer_size, target.start.dtype

@@ -233,11 +233,17 @@ class PathMeasure(eqx.Module):
         checkpoints of the solver state and recomputes in O(steps log steps); the saved path
         itself, steps x dim per path, is the output). ``sharding``: a
         `jax.sharding.Sharding` of the trajectory axis (e.g. `fepy.batch_sharding()`)."""
+        self.check_control(control)
         keys = jax.random.split(key, n)
         if sharding is not None:
             keys = jax.lax.with_sharding_constraint(keys, sharding)
         return jax.vmap(lambda k: self._one_path(control, k), out_axes=Paths(
             None, 0, None if self.dynamics == "overdamped" else 0, 0, 0, 0, 0))(keys)
+
+    def check_control(self, control) -> None:
+        """ValueError unless ``control`` (None: the reference) suits the dynamics."""
+        if self.dynamics == "underdamped" and control is not None and control.time_dependent:
+            raise ValueError("underdamped PathMeasure needs a time-independent Control (time_dependent=False)")
 
     def _force(self, control, x, t):
         if control is None:
@@ -268,8 +274,6 @@ class PathMeasure(eqx.Module):
                                       saveat=saveat, stepsize_controller=controller, max_steps=self.steps)
             xs, vs = sol.ys, None
         else:
-            if control is not None and control.time_dependent:
-                raise ValueError("underdamped PathMeasure needs a time-independent Control (time_dependent=False)")
             areas = jnp.sqrt(dt / 12) * jax.random.normal(key_h, (self.steps, d), self.start.dtype)
             brownian = _GridBrownianPath(increments, areas, dt, diffrax.SpaceTimeLevyArea)
             kt_over_m = self.temperature / self._mass()
@@ -285,8 +289,7 @@ class PathMeasure(eqx.Module):
             sol = diffrax.diffeqsolve(terms, diffrax.ALIGN(0.1), ts[0], ts[-1], None, (self.start, v0),
                                       saveat=saveat, stepsize_controller=controller, max_steps=self.steps)
             xs, vs = sol.ys
-        forces = jax.vmap(lambda x, t: self._force(control, x, t))(xs[:-1], ts[:-1])
-        a = jax.vmap(self.control_drift)(forces)
+        a = self._drifts(control, xs, ts)
         half_a2 = 0.5 * jnp.sum(a**2) * dt
         return Paths(
             times=ts,
@@ -298,6 +301,11 @@ class PathMeasure(eqx.Module):
             terminal_cost=self.end.cost(xs[-1]),
         )
 
+    def _drifts(self, control, xs, ts) -> Float[Array, "steps dim"]:
+        """The control drift :math:`a_k` (noise units) at the left end of every step of one path."""
+        forces = jax.vmap(lambda x, t: self._force(control, x, t))(xs[:-1], ts[:-1])
+        return jax.vmap(self.control_drift)(forces)
+
     def log_ratio(self, control, paths: Paths) -> Float[Array, " n"]:
         r""":math:`\log dQ_{b}/dP_0` of given ``paths`` under ``control``: :math:`\sum_k a_k\cdot\xi_k - \tfrac12|a_k|^2\Delta t`.
 
@@ -305,8 +313,7 @@ class PathMeasure(eqx.Module):
         simulated them it equals ``paths.log_ratio``."""
 
         def one(xs, xi):
-            forces = jax.vmap(lambda x, t: self._force(control, x, t))(xs[:-1], paths.times[:-1])
-            a = jax.vmap(self.control_drift)(forces)
+            a = self._drifts(control, xs, paths.times)
             return jnp.sum(a * xi) - 0.5 * jnp.sum(a**2) * self.dt
 
         return jax.vmap(one)(paths.positions, paths.noise)
