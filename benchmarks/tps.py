@@ -13,6 +13,7 @@ The published rows (PIPS, TPS-DPS, Doob's Lagrangian) are in ``PUBLISHED``; a fi
 not be found from here is None and printed "not found".
 """
 
+import json
 import time
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import numpy as np
 
 from ._common import load_model
 
-CONFIG = dict(steps=150, seeds=[0], objectives=["relative_entropy", "log_variance"], eval_paths=64)
+RUNS = Path(__file__).resolve().parent / "results" / "tps_runs"  # one finished (objective, seed) row per file
+
+CONFIG = dict(seeds=[0, 1], objectives=["relative_entropy", "log_variance"], eval_paths=64)  # model's training defaults
 QUICK = dict(steps=2, seeds=[0], objectives=["relative_entropy", "log_variance"], eval_paths=4, path_steps=50,
              trajectories=4, hidden=16)
 
@@ -42,6 +45,7 @@ PUBLISHED = [
 def run(*, quick: bool = False, log=print) -> dict:
     jax.config.update("jax_enable_x64", True)
     import fepy
+    from fepy.apps.tps.metrics import transition_metrics
     from fepy.apps.tps.molecular import dihedral
     from fepy.cli import minimize_key
 
@@ -49,9 +53,16 @@ def run(*, quick: bool = False, log=print) -> dict:
     model = load_model("alanine_dipeptide_tps")
     overrides = {k: v for k, v in cfg.items() if k not in ("seeds", "objectives")}
     runs = []
-    for objective in cfg["objectives"]:
-        for seed in cfg["seeds"]:
+    for seed in cfg["seeds"]:
+        for objective in cfg["objectives"]:
             config = dict(overrides, objective=objective, seed=seed)
+            done = RUNS / f"{objective}_seed{seed}.json"
+            if not quick and done.exists():
+                row = json.loads(done.read_text())
+                if row.get("config") == dict(model.DEFAULTS, **config):
+                    log(f"  {objective} seed {seed}: reusing the finished run in {done}")
+                    runs.append(row)
+                    continue
             problem = model.build(config)
             t0 = time.perf_counter()
             sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps,
@@ -59,16 +70,17 @@ def run(*, quick: bool = False, log=print) -> dict:
             jax.block_until_ready(sol.family)
             wall = time.perf_counter() - t0
             t1 = time.perf_counter()
-            metrics = model.observables(problem.target, sol.family, config)
-            eval_wall = time.perf_counter() - t1
             paths = model.evaluation_paths(problem.target, sol.family, config)
-            ad, _ = model.system()
+            ad, heavy = model.system()
+            metrics = transition_metrics(problem.target, paths, ad.c7ax, ad.phi, ad.psi, heavy)
+            eval_wall = time.perf_counter() - t1
             atoms = np.stack([np.asarray(ad.phi), np.asarray(ad.psi)])
             every = max(paths.positions.shape[1] // 100, 1)
             angles = jax.vmap(jax.vmap(lambda x: dihedral(x.reshape(-1, 3), atoms)))(paths.positions[:, ::every])
             trace = {k: np.asarray(v).tolist() for k, v in sol.trace.items()
                      if k in ("free_energy", "control_cost", "terminal_cost", "hit_fraction", "loss")}
-            row = dict(objective=objective, seed=seed, train_wall_s=wall, eval_wall_s=eval_wall,
+            row = dict(objective=objective, seed=seed, config=dict(model.DEFAULTS, **config),
+                       train_wall_s=wall, eval_wall_s=eval_wall,
                        energy_evals=int(sol.summary["energy_evals"]), **metrics,
                        final_free_energy=float(sol.summary["free_energy"]),
                        angles_deg=np.round(np.degrees(np.asarray(angles)), 1).tolist(),
@@ -76,6 +88,9 @@ def run(*, quick: bool = False, log=print) -> dict:
             log(f"  {objective} seed {seed}: THP {row['thp']:.0f}% ETS {row['ets']:.1f} kJ/mol "
                 f"RMSD {row['rmsd']:.2f} Å, {row['energy_evals']:.3g} evals, {wall:.0f} s")
             runs.append(row)
+            if not quick:
+                RUNS.mkdir(parents=True, exist_ok=True)
+                done.write_text(json.dumps(row) + "\n")
     model_defaults = {k: v for k, v in model.DEFAULTS.items()}
     return dict(kind="tps", config=dict(cfg, model=dict(model_defaults, **overrides)), runs=runs,
                 published=PUBLISHED, device=str(jax.devices()[0]), dtype="float64")
