@@ -2,16 +2,23 @@
 
 from ._callbacks import Callback as Callback, Checkpoint as Checkpoint, ProgressBar as ProgressBar
 from ._continuation import ContinuationError as ContinuationError, continuation as continuation
-from ._estimators import kish_ess as kish_ess, log_mean_exp as log_mean_exp
+from ._estimators import (
+    kish_ess as kish_ess,
+    log_mean_exp as log_mean_exp,
+    log_z_and_stderr as log_z_and_stderr,
+    reweighted_mean as reweighted_mean,
+)
 from ._laplace import Laplace as Laplace, laplace as laplace
 from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, minimize as minimize
 from ._nuts import NUTSResult as NUTSResult, nuts as nuts
 from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
-from .families import AbstractDensity as AbstractDensity, Gaussian as Gaussian
+from .families import AbstractDensity as AbstractDensity, Flow as Flow, Gaussian as Gaussian
 from .families import Control as Control, Steered as Steered, Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,
+    Independent as Independent,
+    batch_axes as batch_axes,
     MALA as MALA,
     RandomWalk as RandomWalk,
     SVGD as SVGD,
@@ -26,6 +33,7 @@ from .solvers import (
     DynamicDFT as DynamicDFT,
     Exponential as Exponential,
     FisherRao as FisherRao,
+    ForwardKL as ForwardKL,
     Linear as Linear,
     LogVariance as LogVariance,
     PathKL as PathKL,

@@ -3,3 +3,4 @@ from .density import AbstractDensity as AbstractDensity, Gaussian as Gaussian
 from .wavefunction import Wavefunction as Wavefunction
 from .grid import Grid as Grid, GridDensity as GridDensity
 from .control import Control as Control, Steered as Steered
+from .flow import Flow as Flow

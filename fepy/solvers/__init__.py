@@ -1,5 +1,6 @@
 from ._base import AbstractSolver as AbstractSolver
 from .descent import Descent as Descent, DescentState as DescentState
+from .independent import Independent as Independent, batch_axes as batch_axes
 from .density import DynamicDFT as DynamicDFT, DynamicDFTState as DynamicDFTState, Picard as Picard, PicardState as PicardState
 from .moves import HMC as HMC, MALA as MALA, RandomWalk as RandomWalk, SVGD as SVGD, ULA as ULA, AbstractMove as AbstractMove
 from .particle_flows import (
@@ -9,7 +10,7 @@ from .particle_flows import (
     WassersteinFisherRao as WassersteinFisherRao,
     particle_solver as particle_solver,
 )
-from .variational import ReverseKL as ReverseKL, ReverseKLState as ReverseKLState
+from .variational import ForwardKL as ForwardKL, ForwardKLState as ForwardKLState, ReverseKL as ReverseKL, ReverseKLState as ReverseKLState
 from .qmc import VMC as VMC, WQMC as WQMC, StochasticReconfiguration as StochasticReconfiguration
 from .schedules import (
     AbstractFixedSchedule as AbstractFixedSchedule,
