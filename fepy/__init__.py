@@ -17,6 +17,8 @@ from .families import AbstractDensity as AbstractDensity, Flow as Flow, Gaussian
 from .families import Control as Control, Steered as Steered, Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,
+    Independent as Independent,
+    batch_axes as batch_axes,
     MALA as MALA,
     RandomWalk as RandomWalk,
     SVGD as SVGD,

@@ -9,6 +9,14 @@ import numpy as np
 from ._checkpoint import save_checkpoint
 
 
+def _short(value) -> str:
+    """A statistic for the progress bar: the number, or the range over a batch of problems."""
+    value = np.asarray(value)
+    if value.ndim == 0:
+        return f"{value:.4g}"
+    return f"{np.nanmin(value):.4g}..{np.nanmax(value):.4g}"
+
+
 class Callback:
     """Called after each chunk of steps with the step reached and the full trace so far.
 
@@ -47,7 +55,7 @@ class ProgressBar(Callback):
         self._bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True)
 
     def __call__(self, step, steps, family, state, key, trace):
-        postfix = {name: f"{trace[name][-1]:.4g}" for name in self.show if name in trace}
+        postfix = {name: _short(trace[name][-1]) for name in self.show if name in trace}
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(step - self._bar.n)
 

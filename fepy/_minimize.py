@@ -29,8 +29,9 @@ class Solution:
         state: the final solver state.
         trace: per-step statistics by name, each a NumPy array of length ``steps``.
         summary: final estimates by name (``log_z``, ``log_z_stderr``, ``free_energy``,
-            ``energy``, ``ess``, ...) as Python numbers; NaN where the solver cannot
-            estimate them (e.g. log Z without an annealing schedule from 0 to 1).
+            ``energy``, ``ess``, ...) as Python numbers (NumPy arrays over the problems for
+            `fepy.Independent`); NaN where the solver cannot estimate them (e.g. log Z
+            without an annealing schedule from 0 to 1).
         steps: number of steps taken.
     """
 
@@ -74,10 +75,13 @@ def _run_chunk(solver, target, family, state, loop_key, start, length: int):
 
 
 def _first_nonfinite(stats: dict[str, np.ndarray], start: int) -> str | None:
+    """Where a statistic first turned NaN/Inf (a batch of problems, `fepy.Independent`: which one)."""
     for i in range(len(next(iter(stats.values())))):
         for name, values in stats.items():
-            if not np.isfinite(values[i]):
-                return f"step {start + i + 1}: {name} is {values[i]}"
+            bad = np.flatnonzero(~np.isfinite(np.ravel(values[i])))
+            if bad.size:
+                where = f" of problem {bad[0]}" if np.ndim(values[i]) else ""
+                return f"step {start + i + 1}: {name}{where} is {np.ravel(values[i])[bad[0]]}"
     return None
 
 
@@ -164,5 +168,6 @@ def minimize(
     finally:
         for cb in callbacks:
             cb.close()
-    summary = {name: np.asarray(v).item() for name, v in _summary(solver, target, family, state).items()}
+    summary = {name: np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v)
+               for name, v in _summary(solver, target, family, state).items()}
     return Solution(family=family, state=state, trace=trace, summary=summary, steps=step, key=key)
