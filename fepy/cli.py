@@ -1,10 +1,13 @@
 """The ``fepy`` command: ``fepy run models/<name>.py`` and ``fepy bench``.
 
 ``fepy run`` loads a model file (``DEFAULTS``, ``build(config) -> fepy.Problem``, optional
-``REFERENCE``, ``reference(config)``, ``observables(target, family[, config])`` and
-``plots(target, family, out, config) -> list of written file names``), runs
+``REFERENCE``, ``reference(config)``, ``analyze(target, family, config)``,
+``observables(target, family[, config][, analysis])`` and
+``plots(target, family, out, config[, analysis]) -> list of written file names``), runs
 `fepy.minimize` with a progress bar and checkpoints, and writes ``config.json``,
 ``summary.json``, ``trace.csv`` and PNG plots to ``--out`` (default ``runs/<name>``).
+``analyze`` is for work that both hooks need (fresh paths, a reconstruction): it runs once
+on the trained family and its result reaches each hook that declares an ``analysis`` parameter.
 Wrong input ends with one line ``fepy: error: ...`` on stderr and exit status 2; a run
 that breaks down (`fepy.NonFiniteError`) exits with status 3.
 """
@@ -261,6 +264,17 @@ def _build(model, config: dict, path):
     return problem
 
 
+def _hook_extras(hook, config, analysis) -> dict:
+    """The optional keywords a model hook declares: ``config`` (when given) and ``analysis``."""
+    parameters = inspect.signature(hook).parameters
+    extra = {}
+    if config is not None and "config" in parameters:
+        extra["config"] = config
+    if "analysis" in parameters:
+        extra["analysis"] = analysis
+    return extra
+
+
 def _run(args) -> int:
     import fepy
 
@@ -300,11 +314,13 @@ def _run(args) -> int:
         return _fail(f"interrupted; continue with: fepy run {model_path} --resume {out}", 130)
     wall = time.perf_counter() - t0
 
+    analysis = None
+    if callable(getattr(model, "analyze", None)):
+        analysis = model.analyze(problem.target, solution.family, config)
     observables = {}
     if callable(getattr(model, "observables", None)):
-        takes_config = "config" in inspect.signature(model.observables).parameters
-        extra = dict(config=config) if takes_config else {}
-        observables = dict(model.observables(problem.target, solution.family, **extra))
+        observables = dict(model.observables(problem.target, solution.family,
+                                             **_hook_extras(model.observables, config, analysis)))
     summary = {**solution.summary, **observables}
     summary.update(
         reference=_reference(model, config), config=config, model=name, seed=seed,
@@ -312,7 +328,8 @@ def _run(args) -> int:
     )
     written = write_run(out, solution, problem, summary=summary, name=name)
     if callable(getattr(model, "plots", None)):
-        written += list(model.plots(problem.target, solution.family, out, config))
+        extra = _hook_extras(model.plots, None, analysis)
+        written += list(model.plots(problem.target, solution.family, out, config, **extra))
     _report(summary, out, written)
     return 0
 

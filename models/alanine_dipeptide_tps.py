@@ -136,11 +136,15 @@ def evaluation_paths(target, family, config) -> fepy.Paths:
     return eqx.filter_jit(lambda f, k: target.simulate(f, k, c["eval_paths"]))(family, jax.random.key(c["seed"] + 1))
 
 
-def observables(target, family, config) -> dict:
-    """The field's metrics of ``eval_paths`` fresh paths (`fepy.apps.tps.metrics.transition_metrics`)."""
+def analyze(target, family, config) -> fepy.Paths:
+    """The evaluation paths (`evaluation_paths`), simulated once for both hooks."""
+    return evaluation_paths(target, family, config)
+
+
+def observables(target, family, config, analysis) -> dict:
+    """The field's metrics of the evaluation paths (`fepy.apps.tps.metrics.transition_metrics`)."""
     ad, heavy = system()
-    paths = evaluation_paths(target, family, config)
-    return transition_metrics(target, paths, ad.c7ax, ad.phi, ad.psi, heavy)
+    return transition_metrics(target, analysis, ad.c7ax, ad.phi, ad.psi, heavy)
 
 
 def ramachandran_map(bins: int = 36, stiffness: float = 2000.0, iterations: int = 400):
@@ -183,7 +187,7 @@ def ramachandran_map(bins: int = 36, stiffness: float = 2000.0, iterations: int 
     return np.degrees(np.asarray(grid)), energies
 
 
-def plots(target, family, out, config) -> list[str]:
+def plots(target, family, out, config, analysis) -> list[str]:
     """``ramachandran.png``: the evaluation paths in (phi, psi) over the adiabatic map (`ramachandran_map`)."""
     import matplotlib
 
@@ -193,7 +197,7 @@ def plots(target, family, out, config) -> list[str]:
     from fepy.apps.tps.molecular import dihedral
 
     ad, _ = system()
-    paths = evaluation_paths(target, family, config)
+    paths = analysis
     atoms = jnp.stack([ad.phi, ad.psi])
     angles = np.degrees(np.asarray(jax.vmap(jax.vmap(lambda x: dihedral(x.reshape(-1, 3), atoms)))(paths.positions)))
     hits = np.asarray(target.hits(paths))

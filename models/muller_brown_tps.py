@@ -26,6 +26,7 @@ import optax
 import fepy
 from fepy._output import plot_paths_2d
 from fepy.apps.tps import MullerBrown, muller_brown, stationary_point
+from fepy.apps.tps.metrics import transition_state_energy
 
 DEFAULTS = dict(
     seed=0,
@@ -69,21 +70,22 @@ def build(config) -> fepy.Problem:
     return fepy.Problem(target, control, fepy.PathKL(optimizer, c["trajectories"], objective), c["steps"])
 
 
-def _evaluation(target, family, config):
+def analyze(target, family, config) -> fepy.Paths:
+    """``evaluation_paths`` fresh paths of the trained control (key ``seed + 10000``), for both hooks."""
     c = {**DEFAULTS, **config}
     return target.simulate(family, jax.random.key(c["seed"] + 10_000), c["evaluation_paths"])
 
 
-def observables(target, family, config) -> dict:
-    """Hit fraction, ETS and path statistics of fresh paths of the trained control."""
+def observables(target, family, config, analysis) -> dict:
+    """Hit fraction, ETS (``max_energy``) and path statistics of the evaluation paths (`analyze`)."""
     c = {**DEFAULTS, **config}
-    paths = _evaluation(target, family, config)
+    paths = analysis
     hits = np.asarray(target.hits(paths))
     peaks = np.asarray(target.energies(paths)).max(axis=1)
     train_evals = c["steps"] * c["trajectories"] * c["path_steps"]
     return dict(
         hit_fraction=float(hits.mean()),
-        max_energy=float(peaks[hits].mean()) if hits.any() else float("nan"),
+        max_energy=transition_state_energy(target, paths, hits)[0],
         max_energy_lowest=float(peaks.min()),
         max_energy_highest=float(peaks.max()),
         control_cost_mean=float(np.mean(paths.control_cost)),
@@ -93,8 +95,9 @@ def observables(target, family, config) -> dict:
     )
 
 
-def plots(target, family, out, config) -> list[str]:
-    paths = _evaluation(target, family, config)
+def plots(target, family, out, config, analysis) -> list[str]:
+    """``paths.png``: the evaluation paths (`analyze`) over the surface's contours."""
+    paths = analysis
     marks = dict(A=A, B=B, saddle=SADDLE)
     plot_paths_2d(out / "paths.png", U, paths.positions, target.hits(paths), (-1.6, 1.2, -0.4, 2.0), marks,
                   clip=50.0, title="Müller-Brown: controlled paths A -> B (blue: hit B)")

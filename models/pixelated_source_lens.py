@@ -76,14 +76,9 @@ def build(config) -> fepy.Problem:
     return fepy.Problem(target, family, fepy.Descent(optax.adam(c["learning_rate"])), c["steps"])
 
 
-_RECONSTRUCTED = {}  # id(particles) -> the result: observables and plots share one reconstruction
-
-
-def reconstruct(target, particles, config) -> dict:
-    """The best lens, the evidence-optimal strength and its inversion."""
-    key = id(particles)
-    if key in _RECONSTRUCTED:
-        return _RECONSTRUCTED[key]
+def analyze(target, particles, config) -> dict:
+    """The best lens of the starts, the evidence-optimal regularization strength and its inversion
+    (run once, for both hooks)."""
     c = {**DEFAULTS, **config}
     z = particles.positions[0]
     if particles.positions.shape[0] > 1:
@@ -91,14 +86,12 @@ def reconstruct(target, particles, config) -> dict:
     strengths = np.logspace(np.log10(c["strength_min"]), np.log10(c["strength_max"]), c["strengths"])
     log_evidence, inversion = lensing.evidence_scan(target, z, strengths)
     best = int(jnp.argmax(log_evidence))
-    _RECONSTRUCTED.clear()
-    _RECONSTRUCTED[key] = dict(z=z, strengths=strengths, log_evidence=np.asarray(log_evidence), best=best,
-                               inversion=inversion)
-    return _RECONSTRUCTED[key]
+    return dict(z=z, strengths=strengths, log_evidence=np.asarray(log_evidence), best=best, inversion=inversion)
 
 
-def observables(target, family, config) -> dict:
-    r = reconstruct(target, family, config)
+def observables(target, family, config, analysis) -> dict:
+    """The lens parameters, the evidence scan and the reduced chi^2 of the reconstruction (`analyze`)."""
+    r = analysis
     lens = dict(zip(target.names, np.asarray(target.parameters.values(r["z"])).tolist()))
     return dict(
         **lens,
@@ -110,7 +103,8 @@ def observables(target, family, config) -> dict:
     )
 
 
-def plots(target, family, out, config) -> list[str]:
-    r = reconstruct(target, family, config)
+def plots(target, family, out, config, analysis) -> list[str]:
+    """Observed, model, residual and source images of the reconstruction (`analyze`)."""
+    r = analysis
     s = lensing.LensSystem(target.lens_system(r["z"]).lens, r["inversion"].source)
     return lensing.plot_reconstruction(out, target.image_model, target.data, s)

@@ -63,6 +63,20 @@ def build(config):
     family = fepy.Particles.from_base(base, c["particles"], key=jax.random.key(c["seed"]))
     solver = fepy.WassersteinFisherRao(schedule=fepy.Power(15), move=fepy.MALA(0.3), islands=8)
     return fepy.Problem(Gauss(), family, solver, 20)
+
+ANALYZED = []
+
+def analyze(target, family, config):
+    ANALYZED.append(1)
+    return dict(mean=float(jnp.mean(family.positions)), calls=len(ANALYZED))
+
+def observables(target, family, analysis):
+    return dict(analysis_mean=analysis["mean"], analysis_calls=analysis["calls"])
+
+def plots(target, family, out, config, analysis):
+    import json
+    (out / "analysis.json").write_text(json.dumps(dict(analysis, calls_at_plots=len(ANALYZED))))
+    return ["analysis.json"]
 '''
 
 
@@ -147,6 +161,15 @@ def finished(runs, name: str) -> Path:
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     return directory
+
+
+def test_analyze_runs_once_and_reaches_both_hooks(runs):
+    """A model's ``analyze`` result is computed once and handed to ``observables`` and ``plots``."""
+    out = finished(runs, "fresh")
+    s = summary(out)
+    written = json.loads((out / "analysis.json").read_text())
+    assert s["analysis_calls"] == 1 and written["calls_at_plots"] == 1
+    assert written["mean"] == s["analysis_mean"]
 
 
 @pytest.mark.parametrize("model", ["double_well", "gmm40"])

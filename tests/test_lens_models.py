@@ -113,7 +113,7 @@ def test_sie_recovers_theta_e_and_ellipticity(seed):
 def test_pixelated_source_residuals_at_the_noise_level():
     pix = load_model(MODELS / "pixelated_source_lens.py")
     problem = pix.build({})
-    summary = pix.observables(problem.target, problem.family, {})
+    summary = pix.observables(problem.target, problem.family, {}, pix.analyze(problem.target, problem.family, {}))
     assert not summary["strength_at_edge"]
     assert abs(summary["reduced_chi2"] - 1) < 0.1
 

@@ -243,7 +243,8 @@ def test_muller_brown_acceptance(seed):
     model = _load_model("muller_brown_tps")
     problem = model.build({"seed": seed})
     sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps, key=jax.random.key(seed))
-    figures = model.observables(problem.target, sol.family, {"seed": seed})
+    config = {"seed": seed}
+    figures = model.observables(problem.target, sol.family, config, model.analyze(problem.target, sol.family, config))
     assert figures["hit_fraction"] == 1.0, figures
     assert 0 <= figures["max_energy"] - model.REFERENCE["saddle_energy"] < 2.0, figures
     blocks = sol.trace["free_energy"].reshape(10, -1)

@@ -128,7 +128,7 @@ def test_model_builds_trains_and_reports_finite_metrics(objective, tmp_path):
                         key=jax.random.key(0))
     assert np.all(np.isfinite(sol.trace["loss"]))
     assert int(sol.summary["energy_evals"]) == 2 * 4 * 20
-    metrics = model.observables(problem.target, sol.family, config)
+    metrics = model.observables(problem.target, sol.family, config, model.analyze(problem.target, sol.family, config))
     for key in ("rmsd", "thp", "epd", "log_likelihood"):
         assert np.isfinite(metrics[key]), key
     assert metrics["paths"] == 4

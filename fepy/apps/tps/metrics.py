@@ -80,6 +80,15 @@ def pairwise_distance_error(paths: Paths, reference: Float[Array, "atoms 3"]) ->
     return jax.vmap(lambda x: jnp.mean((distances(x.reshape(-1, 3)) - target) ** 2))(paths.final)
 
 
+def transition_state_energy(measure: PathMeasure, paths: Paths, hit: Bool[ArrayLike, " n"]) -> tuple[float, float]:
+    r"""ETS: the mean and standard deviation over hitting paths of :math:`\max_k U(x_{n,k})` (unit of U);
+    NaN when no path hits."""
+    peak = np.asarray(jnp.max(measure.energies(paths), axis=1))[np.asarray(hit, bool)]
+    if not peak.size:
+        return float("nan"), float("nan")
+    return float(peak.mean()), float(peak.std())
+
+
 def transition_metrics(
     measure: PathMeasure,
     paths: Paths,
@@ -99,16 +108,14 @@ def transition_metrics(
         raise ValueError(f"paths have dim {paths.positions.shape[-1]}, the reference {reference.size} coordinates")
     hit = np.asarray(jax.vmap(lambda x: dihedral_hit(x, reference, phi, psi, radius))(paths.final))
     rmsd_a = 10.0 * np.asarray(final_rmsd(paths, reference, heavy))
-    peak = np.asarray(jnp.max(measure.energies(paths), axis=1))
+    ets, ets_std = transition_state_energy(measure, paths, hit)
     epd = np.asarray(pairwise_distance_error(paths, reference))
     ll = np.asarray(measure.log_likelihood(paths))
     n = len(hit)
-    ets = peak[hit]
     return dict(
         rmsd=float(rmsd_a.mean()), rmsd_std=float(rmsd_a.std()),
         thp=100.0 * float(hit.mean()), hits=int(hit.sum()), paths=n,
-        ets=float(ets.mean()) if ets.size else float("nan"),
-        ets_std=float(ets.std()) if ets.size else float("nan"),
+        ets=ets, ets_std=ets_std,
         epd=float(epd.mean()), epd_std=float(epd.std()),
         log_likelihood=float(ll.mean()), log_likelihood_std=float(ll.std()),
         metric_energy_evals=n * paths.positions.shape[1],
