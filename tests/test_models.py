@@ -103,3 +103,36 @@ def test_exact_qmc_models(name, exact):
     assert model.REFERENCE["energy"] == exact
     _, sol = run(model, steps=200, walkers=256, window=50)
     assert sol.summary["energy"] == pytest.approx(exact, abs=1e-5)
+
+
+BG_TINY = dict(copies=2, smc_particles=256, steps=30, layers=2, width=8, knots=4, batch=32, samples=32,
+               estimate_samples=400)
+
+
+def test_many_well_bg_tiny_run_writes_its_estimates():
+    """The Boltzmann-generator model builds (SMC data, flow, ForwardKL), trains and reports
+    the flow's IS log Z, its stderr and ESS against the exact 2-copy reference."""
+    model = load("many_well_bg")
+    problem, sol = run(model, **BG_TINY)
+    exact = model.reference(BG_TINY)["log_z"]
+    assert exact == pytest.approx(2 * load("many_well").log_z_per_copy(), abs=1e-12)
+    assert problem.family.dim == 4 and sol.trace["nll"].shape == (30,)
+    assert 1 <= sol.ess <= 400 and sol.log_z_stderr > 0
+    # an importance-sampling estimate of an exact Z: within a few of its own standard errors
+    # (plus the O(1/ESS) downward bias of log Z-hat)
+    assert abs(sol.log_z - exact) < 5 * sol.log_z_stderr + 1.0 / sol.ess
+    observed = model.observables(problem.target, sol.family, {**model.DEFAULTS, **BG_TINY})
+    assert observed["positive_well_exact"] == pytest.approx(0.8443, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="measured with the defaults (4 RQ layers, 2000 steps, CPU): mean |log Z error| "
+                   "~0.3 over 5 seeds, ESS ~3 %: not yet FAB's 0.0316", strict=False)
+def test_many_well_bg_acceptance_five_seeds():
+    """FAB's many-well figure: mean |log Z error| < 0.0316 over 5 seeds, 2,000 samples per estimate."""
+    model = load("many_well_bg")
+    errors = []
+    for seed in range(5):
+        _, sol = run(model, seed=seed, estimate_samples=2000)
+        errors.append(abs(sol.log_z - model.reference({})["log_z"]))
+    assert np.mean(errors) < 0.0316, errors
