@@ -57,6 +57,7 @@ from .targets import (
     Hamiltonian as Hamiltonian,
     PathMeasure as PathMeasure,
     Paths as Paths,
+    ProbabilisticModel as ProbabilisticModel,
     SumFunctional as SumFunctional,
 )
 

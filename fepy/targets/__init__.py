@@ -1,5 +1,6 @@
 from .energy import Energy as Energy
 from .hamiltonian import Hamiltonian as Hamiltonian
+from .probabilistic import ProbabilisticModel as ProbabilisticModel
 from .functional import (
     AbstractExcessFunctional as AbstractExcessFunctional,
     GrandPotential as GrandPotential,
