@@ -24,5 +24,9 @@ BENCHMARKS = {
     "tps": dict(module="tps"),
     # strong lensing: fepy vs lenstronomy images/s, gradients/s, one reconstruction; sizes in benchmarks/lensing.py
     "lensing": dict(module="lensing"),
+    # strong lensing at survey scale: many MAPs batched (fepy.Independent) vs one by one vs lenstronomy PSO
+    "lensing_survey": dict(module="lensing_survey"),
+    # strong lensing: a Recurrent Inference Machine against MAP at equal wall time; sizes in benchmarks/rim.py
+    "rim": dict(module="rim"),
 }
 QUICK = dict(particles=[256], seeds=[0])

@@ -10,6 +10,8 @@ convolves with a :class:`PixelPSF` or :class:`GaussianPSF` and draws noise from 
 :class:`NoiseModel`; :func:`linear_inversion` solves for a pixelated source exactly. The
 parameter names are those of lenstronomy's ``kwargs`` (``SIE(**kwargs_lens[0])``) and the
 results equal lenstronomy 1.14's to float64 round-off (see ``tests/test_lensing.py``).
+:mod:`.rim` has a Recurrent Inference Machine (:class:`RIM`, trained on lenses simulated on
+the fly by :class:`LensSimulator`, :func:`train_rim`) and the MAP baselines it is compared with.
 """
 
 from .imaging import (
@@ -48,4 +50,22 @@ from .posterior import (
     Parameters as Parameters,
     SourceMarginalPosterior as SourceMarginalPosterior,
     evidence_scan as evidence_scan,
+)
+from .rim import (
+    RIM as RIM,
+    ConvGRUCell as ConvGRUCell,
+    LensBatch as LensBatch,
+    LensLikelihood as LensLikelihood,
+    LensPrior as LensPrior,
+    LensSimulator as LensSimulator,
+    MAPResult as MAPResult,
+    RIMTrajectory as RIMTrajectory,
+    TrainingHistory as TrainingHistory,
+    evidence_strength as evidence_strength,
+    map_inversion as map_inversion,
+    map_joint as map_joint,
+    rim_loss as rim_loss,
+    simulate_batch as simulate_batch,
+    source_mse as source_mse,
+    train_rim as train_rim,
 )
