@@ -141,6 +141,35 @@ def throughput(c, log=print) -> dict:
     return out
 
 
+def fitting_sequence(c, data):
+    """lenstronomy's ``FittingSequence`` for the SIE + shear + Sersic lens of ``data`` (amplitudes
+    solved linearly, its default), with starts, widths and bounds like fepy's priors."""
+    from lenstronomy.Workflow.fitting_sequence import FittingSequence
+
+    from fepy.apps import lensing
+
+    grid = lensing.PixelGrid.square(c["num_pix"], c["pixel_width"])
+    kwargs_data = dict(image_data=np.asarray(data), background_rms=c["background_rms"],
+                       exposure_time=c["exposure_time"], ra_at_xy_0=grid.ra_at_xy_0, dec_at_xy_0=grid.dec_at_xy_0,
+                       transform_pix2angle=np.array(grid.transform_pix2angle))
+    kwargs_psf = dict(psf_type="GAUSSIAN", fwhm=c["fwhm"], pixel_size=c["pixel_width"], truncation=5)
+    multi_band = [[kwargs_data, kwargs_psf, {"supersampling_factor": c["supersampling"]}]]
+    kwargs_model = dict(lens_model_list=["SIE", "SHEAR"], source_light_model_list=["SERSIC_ELLIPSE"])
+    lens_init = [dict(theta_E=1.0, e1=0.0, e2=0.0, center_x=0.0, center_y=0.0), dict(gamma1=0.0, gamma2=0.0)]
+    lens_sigma = [dict(theta_E=0.3, e1=0.15, e2=0.15, center_x=0.05, center_y=0.05), dict(gamma1=0.05, gamma2=0.05)]
+    lens_fixed = [{}, dict(ra_0=0.0, dec_0=0.0)]
+    lens_lower = [dict(theta_E=0.6, e1=-0.5, e2=-0.5, center_x=-0.5, center_y=-0.5), dict(gamma1=-0.3, gamma2=-0.3)]
+    lens_upper = [dict(theta_E=2.0, e1=0.5, e2=0.5, center_x=0.5, center_y=0.5), dict(gamma1=0.3, gamma2=0.3)]
+    src_init = [dict(amp=10.0, R_sersic=0.15, n_sersic=2.0, e1=0.0, e2=0.0, center_x=0.0, center_y=0.0)]
+    src_sigma = [dict(amp=5.0, R_sersic=0.07, n_sersic=1.0, e1=0.15, e2=0.15, center_x=0.1, center_y=0.1)]
+    src_lower = [dict(amp=0.0, R_sersic=0.01, n_sersic=0.5, e1=-0.5, e2=-0.5, center_x=-1.0, center_y=-1.0)]
+    src_upper = [dict(amp=100.0, R_sersic=1.0, n_sersic=4.0, e1=0.5, e2=0.5, center_x=1.0, center_y=1.0)]
+    kwargs_params = dict(lens_model=[lens_init, lens_sigma, lens_fixed, lens_lower, lens_upper],
+                         source_model=[src_init, src_sigma, [{}], src_lower, src_upper])
+    return FittingSequence(dict(multi_band_list=multi_band, multi_band_type="single-band"), kwargs_model, {},
+                           dict(check_bounds=True), kwargs_params, verbose=False)
+
+
 def reconstruction(c, log=print) -> dict:
     """Part c: the same simulated data fitted by fepy (MAP, NUTS) and lenstronomy (PSO, emcee)."""
     import fepy
@@ -173,33 +202,10 @@ def reconstruction(c, log=print) -> dict:
     log(f"  fepy NUTS: {out['fepy_nuts']['wall_s']:.0f} s, theta_E {summary['theta_E_nuts']:.5f} "
         f"+- {summary['theta_E_nuts_std']:.5f}")
 
-    # lenstronomy on the same data: PSO then emcee, amplitudes solved linearly (its default)
-    from lenstronomy.Workflow.fitting_sequence import FittingSequence
-
-    from fepy.apps import lensing
-
+    # lenstronomy on the same data: PSO then emcee
     _, data = sie.simulate(cfg)
-    grid = lensing.PixelGrid.square(c["num_pix"], c["pixel_width"])
-    kwargs_data = dict(image_data=np.asarray(data), background_rms=c["background_rms"],
-                       exposure_time=c["exposure_time"], ra_at_xy_0=grid.ra_at_xy_0, dec_at_xy_0=grid.dec_at_xy_0,
-                       transform_pix2angle=np.array(grid.transform_pix2angle))
-    kwargs_psf = dict(psf_type="GAUSSIAN", fwhm=c["fwhm"], pixel_size=c["pixel_width"], truncation=5)
-    multi_band = [[kwargs_data, kwargs_psf, {"supersampling_factor": c["supersampling"]}]]
-    kwargs_model = dict(lens_model_list=["SIE", "SHEAR"], source_light_model_list=["SERSIC_ELLIPSE"])
-    lens_init = [dict(theta_E=1.0, e1=0.0, e2=0.0, center_x=0.0, center_y=0.0), dict(gamma1=0.0, gamma2=0.0)]
-    lens_sigma = [dict(theta_E=0.3, e1=0.15, e2=0.15, center_x=0.05, center_y=0.05), dict(gamma1=0.05, gamma2=0.05)]
-    lens_fixed = [{}, dict(ra_0=0.0, dec_0=0.0)]
-    lens_lower = [dict(theta_E=0.6, e1=-0.5, e2=-0.5, center_x=-0.5, center_y=-0.5), dict(gamma1=-0.3, gamma2=-0.3)]
-    lens_upper = [dict(theta_E=2.0, e1=0.5, e2=0.5, center_x=0.5, center_y=0.5), dict(gamma1=0.3, gamma2=0.3)]
-    src_init = [dict(amp=10.0, R_sersic=0.15, n_sersic=2.0, e1=0.0, e2=0.0, center_x=0.0, center_y=0.0)]
-    src_sigma = [dict(amp=5.0, R_sersic=0.07, n_sersic=1.0, e1=0.15, e2=0.15, center_x=0.1, center_y=0.1)]
-    src_lower = [dict(amp=0.0, R_sersic=0.01, n_sersic=0.5, e1=-0.5, e2=-0.5, center_x=-1.0, center_y=-1.0)]
-    src_upper = [dict(amp=100.0, R_sersic=1.0, n_sersic=4.0, e1=0.5, e2=0.5, center_x=1.0, center_y=1.0)]
-    kwargs_params = dict(lens_model=[lens_init, lens_sigma, lens_fixed, lens_lower, lens_upper],
-                         source_model=[src_init, src_sigma, [{}], src_lower, src_upper])
     np.random.seed(c["seed"])
-    fitting = FittingSequence(dict(multi_band_list=multi_band, multi_band_type="single-band"), kwargs_model, {},
-                              dict(check_bounds=True), kwargs_params, verbose=False)
+    fitting = fitting_sequence(c, data)
     t0 = time.perf_counter()
     fitting.fit_sequence([["PSO", dict(sigma_scale=1.0, **c["pso"])]])
     pso_s = time.perf_counter() - t0
