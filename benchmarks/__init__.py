@@ -26,8 +26,6 @@ BENCHMARKS = {
     "lensing": dict(module="lensing"),
     # strong lensing at survey scale: many MAPs batched (fepy.Independent) vs one by one vs lenstronomy PSO
     "lensing_survey": dict(module="lensing_survey"),
-    # strong lensing at survey scale: many MAPs batched (fepy.Independent) vs one by one vs lenstronomy PSO
-    "lensing_survey": dict(module="lensing_survey"),
     # strong lensing: a Recurrent Inference Machine against MAP at equal wall time; sizes in benchmarks/rim.py
     "rim": dict(module="rim"),
 }
