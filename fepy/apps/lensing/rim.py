@@ -325,7 +325,7 @@ class ConvGRUCell(eqx.Module):
 
 
 def _scaled(layer, factor: float):
-    """``layer`` with its weight (and bias) multiplied by ``factor`` (small initial updates)."""
+    """``layer`` with its weight multiplied by ``factor`` and its bias set to 0 (small initial updates)."""
     layer = eqx.tree_at(lambda m: m.weight, layer, layer.weight * factor)
     if layer.bias is not None:
         layer = eqx.tree_at(lambda m: m.bias, layer, layer.bias * 0.0)
