@@ -13,7 +13,7 @@ from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, m
 from ._nuts import NUTSResult as NUTSResult, nuts as nuts
 from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
-from .families import AbstractDensity as AbstractDensity, Flow as Flow, Gaussian as Gaussian
+from .families import AbstractDensity as AbstractDensity, DensityDistribution as DensityDistribution, Flow as Flow, Gaussian as Gaussian
 from .families import Control as Control, Steered as Steered, Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,

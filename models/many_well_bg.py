@@ -7,10 +7,31 @@ half, no knowledge of the pair structure) is trained with `fepy.ForwardKL` (maxi
 likelihood) on the weighted particles of an SMC run of many_well.py (``data = "smc"``, the
 model's own defaults with ``smc_particles`` particles: the data visit every mode, which
 reverse KL alone tends to drop), mixed with ``reverse`` x the reverse KL of the exact
-energy; ``data = "none"`` trains by `fepy.ReverseKL` alone. The estimates are the flow's
-alone: importance sampling with ``estimate_samples`` fresh samples,
-:math:`\\log\\hat Z = \\log\\frac1n\\sum_i e^{-U(x_i)}/q(x_i)` with its delta-method standard
-error and the Kish ESS; the SMC log Z is not used. Reference: log Z exact by quadrature.
+energy; ``data = "none"`` trains by `fepy.ReverseKL` alone. The SMC log Z is never used.
+
+Two estimators of log Z from the trained flow :math:`q` (``estimator``), each on
+``estimate_samples`` = 2,000 samples (FAB's protocol):
+
+* ``"flow"``: importance sampling with fresh samples,
+  :math:`\\log\\hat Z = \\log\\frac1n\\sum_i e^{-U(x_i)}/q(x_i)`, its delta-method standard
+  error and the Kish ESS (the solver's own summary). Target evaluations: n.
+* ``"flow_ais"`` (FAB-style flow + AIS, Midgley et al. 2023): the flow is the base
+  :math:`q_0 = q` of `fepy.Particles` and ``ais_steps`` steps anneal
+  :math:`\\gamma_\\lambda \\propto q^{1-\\lambda} e^{-\\lambda U}` (linear :math:`\\lambda`)
+  with ``ais_leapfrog`` leapfrog steps of `fepy.HMC` (fixed ``ais_step_size``) per step.
+  Default (``ais_resample = True``): the SMC sampler `fepy.WassersteinFisherRao`, reweight /
+  resample when an island's ESS < 1/2 / move, on ``ais_islands`` independent islands whose
+  :math:`\\hat Z` spread gives the standard error. ``ais_resample = False``: plain annealed
+  importance sampling, `fepy.Wasserstein`, every particle its own island, so that each
+  particle's AIS weight :math:`w_i = \\prod_k (\\gamma_{k+1}/\\gamma_k)(x_i^{(k)})` is an
+  independent unbiased :math:`\\hat Z` and the standard error is that of their mean (delta
+  method). The moves correct the flow's shape within each well; no HMC move crosses the
+  10 kT barrier, so the mass of each of the :math:`2^{16}` modes comes from the flow,
+  corrected by the weights, and with resampling by moving particles between modes. Target energy-and-gradient evaluations:
+  n (1 + ``ais_steps`` x ``ais_leapfrog``), plus as many flow log q evaluations.
+
+``energy_evaluations`` counts the target evaluations of each stage (SMC data, training,
+estimate) as FAB counts them. Reference: log Z exact by quadrature.
 """
 
 from pathlib import Path
@@ -21,6 +42,7 @@ import numpy as np
 import optax
 
 import fepy
+from fepy._estimators import kish_ess, log_z_and_stderr
 from fepy.cli import load_model
 
 many_well = load_model(Path(__file__).with_name("many_well.py"))  # the target: one concept, one place
@@ -37,12 +59,20 @@ DEFAULTS = dict(
     width=64,
     depth=1,
     permutation="reverse",  # reverse (RealNVP alternating halves) | random
-    steps=2000,
+    steps=1000,  # 2000 gave no better flow + SMC estimate (benchmarks/README.md, many_well_bg)
     batch=256,
     samples=256,  # reverse-KL samples per step
     lr=2e-3,  # peak of a cosine decay to 0
-    estimate_samples=2000,  # samples of the final importance-sampling estimate
+    estimate_samples=2000,  # samples (particles) of the final estimate
+    estimator="flow_ais",  # flow: importance sampling from the flow | flow_ais: AIS from the flow as base
+    ais_steps=100,  # annealing steps q -> p
+    ais_leapfrog=5,  # HMC leapfrog steps per annealing step
+    ais_step_size=0.15,  # HMC step size, fixed (an adapted one would couple the AIS chains)
+    ais_resample=True,  # True: SMC, resampling within ais_islands islands | False: AIS, one island per particle
+    ais_islands=8,
 )
+
+ESTIMATORS = ("flow", "flow_ais")
 
 
 def reference(config) -> dict:
@@ -64,6 +94,8 @@ def build(config) -> fepy.Problem:
     c = {**DEFAULTS, **config}
     if c["data"] not in ("smc", "none"):
         raise ValueError(f"data must be 'smc' or 'none', got {c['data']!r}")
+    if c["estimator"] not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {c['estimator']!r}")
     target = many_well.ManyWell(dim=2 * c["copies"])
     flow = fepy.Flow.rq_spline(
         jax.random.key(c["seed"]), target.dim, layers=c["layers"], knots=c["knots"], interval=c["interval"],
@@ -79,10 +111,61 @@ def build(config) -> fepy.Problem:
     return fepy.Problem(target, flow, solver, c["steps"])
 
 
+def ais_solver(config):
+    """The annealing from the flow to the target: AIS (one island per particle) or SMC."""
+    c = {**DEFAULTS, **config}
+    move = fepy.HMC(step_size=c["ais_step_size"], num_steps=c["ais_leapfrog"], adapt=False)
+    schedule = fepy.Linear(c["ais_steps"])
+    if c["ais_resample"]:
+        return fepy.WassersteinFisherRao(schedule=schedule, move=move, islands=c["ais_islands"])
+    return fepy.Wasserstein(schedule=schedule, move=move, islands=c["estimate_samples"])
+
+
+def flow_ais(target, flow, config, key) -> dict:
+    """log Z by annealing from the trained flow (its base view, `fepy.Particles.from_base`)."""
+    c = {**DEFAULTS, **config}
+    family = fepy.Particles.from_base(flow, c["estimate_samples"], key=jax.random.fold_in(key, 0))
+    solver = ais_solver(c)
+    sol = fepy.minimize(target, family, solver, steps=c["ais_steps"], key=jax.random.fold_in(key, 1))
+    return dict(log_z=sol.log_z, log_z_stderr=sol.log_z_stderr, ess=sol.ess, ess_fraction=sol.ess_fraction,
+                estimate_energy_evals=sol.energy_evals)
+
+
+def energy_evaluations(config) -> dict:
+    """Target energy(-and-gradient) evaluations of each stage, as FAB counts them: the SMC data
+    (particles x (1 + steps x moves x leapfrog) of many_well.py), training (reverse-KL samples
+    per step; the forward KL needs none) and the estimate (the AIS count is its solver's)."""
+    c = {**DEFAULTS, **config}
+    smc = {**many_well.DEFAULTS, "particles": c["smc_particles"]}
+    data = 0
+    if c["data"] == "smc":
+        moves = 1 + smc["steps"] * smc["moves_per_step"] * (smc["leapfrog_steps"] if smc["move"] == "hmc" else 1)
+        data = smc["particles"] * moves
+    training = c["samples"] * c["steps"] if (c["data"] == "none" or c["reverse"] > 0) else 0
+    return dict(data_energy_evals=data, training_energy_evals=training)
+
+
 def observables(target, family, config) -> dict:
-    """Fraction of flow samples in the d > 0 well of each pair (exact: 0.844... per pair)."""
-    x = family.sample(jax.random.key(config["seed"] + 10_000), config["estimate_samples"])
-    return dict(positive_well_fraction=float(jnp.mean(x[:, 0::2] > 0)), positive_well_exact=positive_well_mass())
+    """The estimate of ``estimator`` from the trained flow (``log_z``, ``log_z_stderr``, ``ess``,
+    ``estimate_energy_evals``; they replace the training summary's in ``fepy run``), the flow-only
+    IS estimate on ``estimate_samples`` fresh samples (``flow_log_z``, ``flow_log_z_stderr``,
+    ``flow_ess``: the estimate itself for ``estimator = "flow"``), the fraction of flow samples
+    in the d > 0 well of each pair (exact: 0.844... per pair) and the energy-evaluation budget."""
+    c = {**DEFAULTS, **config}
+    x = family.sample(jax.random.key(c["seed"] + 10_000), c["estimate_samples"])
+    out = dict(positive_well_fraction=float(jnp.mean(x[:, 0::2] > 0)), positive_well_exact=positive_well_mass(),
+               **energy_evaluations(c))
+    key = jax.random.key(c["seed"] + 30_000)
+    x, log_q = family.sample_and_log_prob(jax.random.fold_in(key, 2), c["estimate_samples"])
+    log_w = jax.vmap(target.log_density)(x) - log_q
+    flow_log_z, flow_stderr = log_z_and_stderr(log_w)
+    out.update(flow_log_z=float(flow_log_z), flow_log_z_stderr=float(flow_stderr), flow_ess=float(kish_ess(log_w)))
+    if c["estimator"] == "flow_ais":
+        out.update({k: float(v) for k, v in flow_ais(target, family, c, key).items()})
+    else:
+        out.update(log_z=out["flow_log_z"], log_z_stderr=out["flow_log_z_stderr"], ess=out["flow_ess"],
+                   ess_fraction=out["flow_ess"] / c["estimate_samples"], estimate_energy_evals=float(c["estimate_samples"]))
+    return out
 
 
 def positive_well_mass() -> float:

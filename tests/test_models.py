@@ -121,8 +121,17 @@ def test_many_well_bg_tiny_run_writes_its_estimates():
     # an importance-sampling estimate of an exact Z: within a few of its own standard errors
     # (plus the O(1/ESS) downward bias of log Z-hat)
     assert abs(sol.log_z - exact) < 5 * sol.log_z_stderr + 1.0 / sol.ess
-    observed = model.observables(problem.target, sol.family, {**model.DEFAULTS, **BG_TINY})
+    observed = model.observables(problem.target, sol.family, {**model.DEFAULTS, **BG_TINY, "estimator": "flow"})
     assert observed["positive_well_exact"] == pytest.approx(0.8443, abs=1e-3)
+    assert observed["log_z"] == observed["flow_log_z"] and observed["estimate_energy_evals"] == 400
+    # the default estimator: SMC from the trained flow as base, 8 islands of 50 particles
+    ais = model.observables(problem.target, sol.family, {**model.DEFAULTS, **BG_TINY, "ais_steps": 10})
+    assert ais["estimate_energy_evals"] == 400 * (1 + 10 * model.DEFAULTS["ais_leapfrog"])
+    assert ais["training_energy_evals"] == 32 * 30 and ais["data_energy_evals"] > 0
+    assert 1 <= ais["ess"] <= 400 and ais["log_z_stderr"] > 0
+    # an unbiased Z-hat of an exact Z: within a few of its own standard errors (8 islands: a
+    # t-like spread of the stderr, hence 5) plus the O(1/ESS) downward bias of log Z-hat
+    assert abs(ais["log_z"] - exact) < 5 * ais["log_z_stderr"] + 1.0 / ais["ess"]
 
 
 @pytest.mark.slow
@@ -133,6 +142,7 @@ def test_many_well_bg_acceptance_five_seeds():
     model = load("many_well_bg")
     errors = []
     for seed in range(5):
-        _, sol = run(model, seed=seed, estimate_samples=2000)
-        errors.append(abs(sol.log_z - model.reference({})["log_z"]))
+        problem, sol = run(model, seed=seed, estimate_samples=2000)
+        estimate = model.observables(problem.target, sol.family, {**model.DEFAULTS, "seed": seed})
+        errors.append(abs(estimate["log_z"] - model.reference({})["log_z"]))
     assert np.mean(errors) < 0.0316, errors

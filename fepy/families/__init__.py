@@ -1,5 +1,5 @@
 from .particles import Particles as Particles
-from .density import AbstractDensity as AbstractDensity, Gaussian as Gaussian
+from .density import AbstractDensity as AbstractDensity, DensityDistribution as DensityDistribution, Gaussian as Gaussian
 from .wavefunction import Wavefunction as Wavefunction
 from .grid import Grid as Grid, GridDensity as GridDensity
 from .control import Control as Control, Steered as Steered

@@ -14,6 +14,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._validate import as_float_array, concrete
@@ -38,6 +40,45 @@ class AbstractDensity(eqx.Module):
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
         """``n`` samples of q."""
         return self.sample_and_log_prob(key, n)[0]
+
+    def as_distribution(self) -> "DensityDistribution":
+        r"""This density as a numpyro distribution with event shape ``(dim,)`` (see
+        `DensityDistribution`): e.g. a trained `Flow` as the base :math:`q_0` of
+        `fepy.Particles`, the start of the annealing path :math:`q_0^{1-\lambda} p^\lambda`
+        (flow-annealed importance sampling, FAB-style)."""
+        return DensityDistribution(self)
+
+
+class DensityDistribution(dist.Distribution):
+    r"""A numpyro view of an `AbstractDensity` :math:`q`: the same measure, numpyro's interface.
+
+    ``log_prob(x)`` is :math:`\log q(x)` for points of shape ``(..., dim)`` (the density's own
+    ``log_prob``, differentiable in :math:`x`, as the gradient-based moves need), and
+    ``sample(key, shape)`` returns ``shape + (dim,)`` draws :math:`x \sim q` (the density's
+    ``sample`` of :math:`\prod` shape points). Event shape ``(dim,)``, no batch shape, support
+    :math:`\mathbb{R}^d`. Nothing is copied: the parameters are the density's and the view is a
+    pytree whose leaves are the density's leaves, so it passes through ``jax.jit``.
+    """
+
+    arg_constraints = {}
+    support = constraints.real_vector
+    pytree_data_fields = ("density",)
+
+    def __init__(self, density: AbstractDensity, *, validate_args=None):
+        if not isinstance(density, AbstractDensity):
+            raise TypeError(f"DensityDistribution wraps an fepy AbstractDensity, got {type(density).__name__}")
+        if not callable(getattr(density, "log_prob", None)):
+            raise TypeError(f"{type(density).__name__} has no log_prob: it cannot serve as a distribution")
+        self.density = density
+        super().__init__(batch_shape=(), event_shape=(density.dim,), validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        sample_shape = tuple(sample_shape)
+        n = math.prod(sample_shape)
+        return self.density.sample(key, n).reshape(sample_shape + self.event_shape)
+
+    def log_prob(self, value):
+        return self.density.log_prob(value)
 
 
 def _pack_scale(scale_tril) -> Array:

@@ -7,6 +7,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._validate import as_float_array, is_concrete
+from .density import AbstractDensity
 
 
 class Particles(eqx.Module):
@@ -16,9 +17,12 @@ class Particles(eqx.Module):
         positions: particle positions :math:`x_i`, shape ``(n, dim)``, in the target's length unit.
         log_weights: unnormalised log-weights :math:`\ell_i`, shape ``(n,)``.
         base: the normalised reference density :math:`q_0` the particles were drawn
-            from (a numpyro distribution with event shape ``(dim,)``). It is the
+            from (a numpyro distribution with event shape ``(dim,)``; an fepy
+            `AbstractDensity` such as a trained `Flow` enters through its
+            ``as_distribution()`` view, which `from_base` applies). It is the
             start of the annealing path :math:`\gamma_\lambda \propto q_0^{1-\lambda}
-            p^\lambda` along which the solvers estimate :math:`\log Z`.
+            p^\lambda` along which the solvers estimate :math:`\log Z`; the moves use
+            :math:`\nabla_x \log q_0`, so ``log_prob`` must be differentiable in x.
 
     Solvers move the positions (Wasserstein geometry) and change the weights
     (Fisher-Rao geometry); the particle axis is the batch axis that is sharded over
@@ -30,6 +34,11 @@ class Particles(eqx.Module):
     base: dist.Distribution
 
     def __check_init__(self):
+        if not isinstance(self.base, dist.Distribution):
+            raise TypeError(
+                f"Particles base must be a numpyro distribution, got {type(self.base).__name__}; "
+                "pass an fepy AbstractDensity (e.g. a Flow) as density.as_distribution(), or use Particles.from_base"
+            )
         if self.positions.ndim != 2:
             raise ValueError(
                 f"Particles positions must have shape (n, dim), got {self.positions.shape}"
@@ -48,9 +57,17 @@ class Particles(eqx.Module):
             raise ValueError("Particles positions contain NaN or Inf")
 
     @classmethod
-    def from_base(cls, base: dist.Distribution, n: int, *, key: PRNGKeyArray) -> "Particles":
-        """``n`` equally weighted particles drawn from ``base`` (event shape ``(dim,)``)."""
-        if not isinstance(n, int) or n < 1:
+    def from_base(cls, base: "dist.Distribution | AbstractDensity", n: int, *, key: PRNGKeyArray) -> "Particles":
+        """``n`` equally weighted particles drawn from ``base``: a numpyro distribution with
+        event shape ``(dim,)``, or an fepy `AbstractDensity` (a `Gaussian`, a trained `Flow`),
+        used through its `DensityDistribution` view."""
+        if isinstance(base, AbstractDensity):
+            base = base.as_distribution()
+        elif not isinstance(base, dist.Distribution):
+            raise TypeError(
+                f"Particles base must be a numpyro distribution or an fepy AbstractDensity, got {type(base).__name__}"
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"number of particles must be a positive integer, got {n!r}")
         if len(base.event_shape) != 1 or base.batch_shape != ():
             raise ValueError(
