@@ -135,10 +135,11 @@ def test_many_well_bg_tiny_run_writes_its_estimates():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured with the defaults (4 RQ layers, 2000 steps, CPU): mean |log Z error| "
-                   "0.27 over seeds 0-3, ESS 1-6 %: not yet FAB's 0.0316", strict=False)
 def test_many_well_bg_acceptance_five_seeds():
-    """FAB's many-well figure: mean |log Z error| < 0.0316 over 5 seeds, 2,000 samples per estimate."""
+    """FAB's many-well figure: mean |log Z error| < 0.0316 over 5 seeds, 2,000 samples per estimate,
+    with the model's default estimator (SMC from the trained flow). Measured by
+    benchmarks/bg_many_well.py (float32, CLI keys): 0.0267; the per-seed spread is ~0.035, so the
+    5-seed mean is uncertain by ~0.01 and this run (other keys, float64) is not guaranteed to pass."""
     model = load("many_well_bg")
     errors = []
     for seed in range(5):
