@@ -73,6 +73,20 @@ def weighted_moments(positions, log_weights):
 
 
 # A 2-D problem with a non-diagonal target covariance, used by several files.
+# a correlated 3-D Gaussian N(M3, C3) (the flow tests' target)
+M3 = np.array([0.5, -1.0, 2.0])
+C3 = np.array([[1.0, 0.5, 0.2], [0.5, 2.0, -0.3], [0.2, -0.3, 0.5]])
+
+
+def perturbed(flow, scale, seed=1):
+    """``flow`` with every parameter moved by ``scale`` x N(0, 1): no longer the identity."""
+    params, static = eqx.partition(flow, eqx.is_inexact_array)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    leaves = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    return eqx.combine(jax.tree.unflatten(tree, leaves), static)
+
+
 M_PI = np.array([1.0, -0.5])
 C_PI = np.array([[1.0, 0.6], [0.6, 0.8]])
 M_0 = np.array([-1.0, 1.0])

@@ -9,21 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
-from conftest import gaussian_energy
+from conftest import C3, M3, gaussian_energy, perturbed
 
 import fepy
-
-M3 = np.array([0.5, -1.0, 2.0])
-C3 = np.array([[1.0, 0.5, 0.2], [0.5, 2.0, -0.3], [0.2, -0.3, 0.5]])
-
-
-def perturbed(flow, scale, seed=1):
-    """``flow`` with every parameter moved by ``scale`` x N(0, 1): no longer the identity."""
-    params, static = eqx.partition(flow, eqx.is_inexact_array)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    leaves = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-    return eqx.combine(jax.tree.unflatten(tree, leaves), static)
 
 
 def spline_flow_2d():
