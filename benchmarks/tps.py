@@ -9,8 +9,8 @@ training wall time (including compilation) on the device the run had. One comman
 reproduce a row: ``fepy run models/alanine_dipeptide_tps.py --set objective=... --seed S --steps N``
 (the CLI draws the same training key from the seed as `fepy.cli.minimize_key`).
 
-The published rows (PIPS, TPS-DPS, Doob's Lagrangian) are in ``PUBLISHED``; a figure that could
-not be found from here is None and printed "not found".
+The published rows are in ``PUBLISHED`` with their sources; a figure that could not be found
+from here is None and printed "not found".
 """
 
 import json
@@ -29,16 +29,32 @@ QUICK = dict(steps=2, seeds=[0], objectives=["relative_entropy", "log_variance"]
              trajectories=4, hidden=16)
 
 # Published figures on this system: None where the number could not be found from here.
-# Sources: PIPS, Holdijk et al., NeurIPS 2023 (arXiv:2207.02149), alanine-dipeptide results table;
-# TPS-DPS, Seong et al., ICLR 2025 (arXiv:2405.19961), alanine-dipeptide benchmark table;
-# Doob's Lagrangian, Du et al., NeurIPS 2024 (arXiv:2410.07974), alanine-dipeptide table.
+# The primary tables (PIPS, Holdijk et al., NeurIPS 2023, arXiv:2207.02149, Table 1; TPS-DPS, Seong et al.,
+# ICLR 2025, arXiv:2405.19961, Table 1; Doob's Lagrangian, Du et al., NeurIPS 2024, arXiv:2410.07974,
+# Table 2) could not be read from here. What could: Blessing et al., "Trust Region Constrained Measure
+# Transport in Path Space" (arXiv:2508.12511), Table 1, alanine-dipeptide block, which reprints TPS-DPS's
+# Table 1 rows for UMD, SMD and PIPS (marked "taken from [TPS-DPS]"; PIPS there is TPS-DPS's run of PIPS)
+# and adds its own 3-seed re-run of TPS-DPS and its TR-LV. Setup there (and in the TPS-DPS code): C5 (the
+# same structure as our C7eq) -> C7ax, both energy-minimised, amber99sb-ildn in vacuum, HBonds
+# constraints, VVVR at 300 K, friction 1/ps, 1 fs, 1000 steps, 64 evaluation paths, hit within 0.75 rad.
+_BLESSING = "Blessing et al. 2025, Table 1"
 PUBLISHED = [
-    dict(method="PIPS (Holdijk et al. 2023)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
+    dict(method=f"UMD 3600 K (TPS-DPS Table 1, via {_BLESSING})", rmsd=1.19, rmsd_std=0.32, thp=6.25, ets=812.47,
+         ets_std=148.80, epd=None, log_likelihood=None, energy_evals=None),
+    dict(method=f"SMD (TPS-DPS Table 1, via {_BLESSING})", rmsd=0.56, rmsd_std=0.27, thp=54.69, ets=78.40,
+         ets_std=12.76, epd=None, log_likelihood=None, energy_evals=None),
+    dict(method=f"PIPS, run by TPS-DPS (TPS-DPS Table 1, via {_BLESSING})", rmsd=0.66, rmsd_std=0.15, thp=43.75,
+         ets=28.17, ets_std=10.86, epd=None, log_likelihood=None, energy_evals=None),
+    dict(method=f"TPS-DPS, 3-seed re-run ({_BLESSING})", rmsd=0.47, rmsd_std=0.18, thp=39.58, ets=46.34,
+         ets_std=10.16, epd=None, log_likelihood=None, energy_evals=None),
+    dict(method=f"TR-LV ({_BLESSING})", rmsd=0.29, rmsd_std=0.03, thp=61.25, ets=49.11, ets_std=5.84, epd=None,
+         log_likelihood=None, energy_evals=None),
+    dict(method="PIPS (Holdijk et al. 2023, own Table 1)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
          energy_evals=16 * 5000 * 10000),  # from the released script: 16 paths x 5000 steps x 10000 rollouts
-    dict(method="TPS-DPS (Seong et al. 2025)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
+    dict(method="TPS-DPS (Seong et al. 2025, own Table 1)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
          energy_evals=16 * 1000 * 1000),  # from the released train.py: 16 paths x 1000 steps x 1000 rollouts
-    dict(method="Doob's Lagrangian (Du et al. 2024)", rmsd=None, thp=None, ets=None, epd=None, log_likelihood=None,
-         energy_evals=None),
+    dict(method="Doob's Lagrangian (Du et al. 2024, Table 2)", rmsd=None, thp=None, ets=None, epd=None,
+         log_likelihood=None, energy_evals=None),
 ]
 
 
@@ -71,7 +87,7 @@ def run(*, quick: bool = False, log=print) -> dict:
             wall = time.perf_counter() - t0
             t1 = time.perf_counter()
             paths = model.evaluation_paths(problem.target, sol.family, config)
-            ad, heavy = model.system()
+            ad, heavy = model.system(dict(model.DEFAULTS, **config)["minimize_ends"])
             metrics = transition_metrics(problem.target, paths, ad.c7ax, ad.phi, ad.psi, heavy)
             eval_wall = time.perf_counter() - t1
             atoms = np.stack([np.asarray(ad.phi), np.asarray(ad.psi)])
@@ -114,8 +130,9 @@ def table(result: dict) -> str:
             f"{_num(r['ets'], '{:.1f}')} ± {_num(r['ets_std'], '{:.1f}')} | {r['rmsd']:.2f} ± {r['rmsd_std']:.2f} | "
             f"{r['epd']:.2e} | {r['log_likelihood']:.4g} | {r['energy_evals']:.3g} | {r['train_wall_s']:.0f} |")
     for p in result["published"]:
-        lines.append(f"| {p['method']} | {_num(p['thp'], '{:.1f}')} | {_num(p['ets'], '{:.1f}')} | "
-                     f"{_num(p['rmsd'], '{:.2f}')} | {_num(p['epd'], '{:.2e}')} | {_num(p['log_likelihood'], '{:.4g}')} | "
+        pm = lambda key, fmt: _num(p[key], fmt) + (f" ± {p[key + '_std']:{fmt[2:-1]}}" if key + "_std" in p else "")
+        lines.append(f"| {p['method']} | {_num(p['thp'], '{:.1f}')} | {pm('ets', '{:.1f}')} | "
+                     f"{pm('rmsd', '{:.2f}')} | {_num(p['epd'], '{:.2e}')} | {_num(p['log_likelihood'], '{:.4g}')} | "
                      f"{_num(p['energy_evals'], '{:.3g}')} | – |")
     title = (f"### `{result['name']}`: alanine dipeptide C7eq → C7ax, 300 K, {m['path_steps']} × {m['dt'] * 1000:g} fs, "
              f"{m['trajectories']} paths/step, {m['steps']} training steps, {m['eval_paths']} evaluation paths "

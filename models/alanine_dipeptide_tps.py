@@ -3,9 +3,15 @@ r"""Alanine dipeptide in vacuum, C7eq -> C7ax at 300 K: transition paths by stoc
 The system of PIPS (Holdijk et al., NeurIPS 2023), TPS-DPS (Seong et al., ICLR 2025) and Doob's
 Lagrangian (Du et al., NeurIPS 2024): ACE-ALA-NME, amber99sb-ildn, no cutoff, no constraints
 (`fepy.apps.tps.alanine_dipeptide`), underdamped Langevin dynamics at :math:`k_BT` = 2.494 kJ/mol
-(300 K) with friction 1/ps and 1 fs steps (ALIGN splitting, `fepy.PathMeasure`), from the packaged
+(300 K) with friction 1/ps and 1 fs steps (ALIGN splitting, `fepy.PathMeasure`; Maxwell-Boltzmann initial velocities), from the packaged
 ``c7eq.pdb`` (phi, psi) = (-146.8°, 173.8°) (the extended C5/C7eq region; TPS-DPS's ``c5.pdb``)
-to ``c7ax.pdb`` (64.8°, 18.3°). Units: nm, ps, amu, kJ/mol (1 kJ/mol = 1 amu nm²/ps²).
+to ``c7ax.pdb`` (64.8°, 18.3°), both energy-minimised first (``minimize_ends``, as TPS-DPS does:
+(-147.0°, 159.1°) and (60.2°, -40.9°), U = -88.45 and -85.00 kJ/mol; see `system`).
+Units: nm, ps, amu, kJ/mol (1 kJ/mol = 1 amu nm²/ps²). TPS-DPS and PIPS constrain the bonds to
+hydrogen (``HBonds``); here no bond is constrained (the issue's setup), so the 12 X-H stretches
+carry their thermal potential energy: in unbiased 1-ps OpenMM runs from the minimum the mean
+path maximum of U is -12.2 kJ/mol unconstrained against -24.8 kJ/mol with ``HBonds``, a
+~12 kJ/mol offset of every ETS against theirs.
 
 Family: a time-independent force (`fepy.Control`, underdamped dynamics need one) from
 `fepy.apps.tps.AlignedForce`: an MLP on the heavy-atom-Kabsch-aligned displacement from C7ax whose
@@ -41,6 +47,7 @@ reports the field's metrics (`fepy.apps.tps.metrics`): RMSD (Å), THP (%), ETS (
 an adiabatic (phi, psi) map of the potential.
 """
 
+import functools
 import math
 from pathlib import Path
 
@@ -53,6 +60,7 @@ import optax
 import fepy
 from fepy.apps.tps import AlignedEndState, AlignedForce, FlatPotential, alanine_dipeptide
 from fepy.apps.tps.metrics import transition_metrics
+from fepy.apps.tps.molecular import local_minimum
 
 KT_300K = 2.494338785  # kJ/mol: R T at 300 K
 DEFAULTS = dict(
@@ -74,6 +82,7 @@ DEFAULTS = dict(
     buffer_size=256,  # log_variance: replay buffer (paths)
     replay=8,  # log_variance: buffer updates per rollout
     eval_paths=64,
+    minimize_ends=True,  # start and target at the local minima of U (TPS-DPS), else the packaged structures
 )
 OBJECTIVES = ("relative_entropy", "log_variance")
 
@@ -95,22 +104,36 @@ def _check(config) -> dict:
             raise ValueError(f"{name} must be a positive integer, got {c[name]!r}")
     if not (isinstance(c["stiffness"], (int, float)) and math.isfinite(c["stiffness"]) and c["stiffness"] >= 0):
         raise ValueError(f"stiffness must be a finite number >= 0, got {c['stiffness']!r}")
+    if not isinstance(c["minimize_ends"], bool):
+        raise ValueError(f"minimize_ends must be True or False, got {c['minimize_ends']!r}")
     for name in ("dt", "friction", "temperature", "width", "learning_rate", "force_scale", "clip"):
         if not (isinstance(c[name], (int, float)) and math.isfinite(c[name]) and c[name] > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {c[name]!r}")
     return c
 
 
-def system():
-    """The molecule (`fepy.apps.tps.AlanineDipeptide`) and the indices of its heavy atoms."""
+@functools.cache
+def system(minimize_ends: bool = DEFAULTS["minimize_ends"]):
+    """The molecule (`fepy.apps.tps.AlanineDipeptide`) and the indices of its heavy atoms.
+
+    With ``minimize_ends`` its ``c7eq`` and ``c7ax`` are the local minima of U reached from the
+    packaged structures (`fepy.apps.tps.molecular.local_minimum`, max force < 1e-3 kJ/mol/nm:
+    U = -88.45 and -85.00 kJ/mol, (phi, psi) = (-147.0°, 159.1°) and (60.2°, -40.9°), equal to
+    OpenMM's ``LocalEnergyMinimizer`` to 1e-8 kJ/mol), as TPS-DPS starts and ends its paths;
+    otherwise the packaged structures themselves (U = -19.4 and -9.4 kJ/mol: strained, so a path
+    starting there carries ~70 kJ/mol of excess potential energy into its first picoseconds).
+    """
     ad = alanine_dipeptide()
+    if minimize_ends:
+        ad = ad._replace(c7eq=local_minimum(ad.potential.energy, ad.c7eq),
+                         c7ax=local_minimum(ad.potential.energy, ad.c7ax))
     heavy = np.flatnonzero(np.asarray(ad.masses) > 1.5)
     return ad, heavy
 
 
 def build(config) -> fepy.Problem:
     c = _check(config)
-    ad, heavy = system()
+    ad, heavy = system(c["minimize_ends"])
     end = AlignedEndState(ad.c7ax, heavy, c["width"], ad.phi, ad.psi)
     target = fepy.PathMeasure(
         FlatPotential(ad.potential), ad.c7eq.ravel(), end,
@@ -143,7 +166,7 @@ def analyze(target, family, config) -> fepy.Paths:
 
 def observables(target, family, config, analysis) -> dict:
     """The field's metrics of the evaluation paths (`fepy.apps.tps.metrics.transition_metrics`)."""
-    ad, heavy = system()
+    ad, heavy = system(_check(config)["minimize_ends"])
     return transition_metrics(target, analysis, ad.c7ax, ad.phi, ad.psi, heavy)
 
 
@@ -196,7 +219,7 @@ def plots(target, family, out, config, analysis) -> list[str]:
 
     from fepy.apps.tps.molecular import dihedral
 
-    ad, _ = system()
+    ad, _ = system(_check(config)["minimize_ends"])
     paths = analysis
     atoms = jnp.stack([ad.phi, ad.psi])
     angles = np.degrees(np.asarray(jax.vmap(jax.vmap(lambda x: dihedral(x.reshape(-1, 3), atoms)))(paths.positions)))

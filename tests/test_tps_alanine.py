@@ -16,6 +16,7 @@ import pytest
 
 import fepy
 from fepy.apps.tps import AlignedEndState, AlignedForce, FlatPotential, alanine_dipeptide
+from fepy.apps.tps.molecular import local_minimum
 from fepy.apps.tps.metrics import (
     dihedral_distance,
     final_rmsd,
@@ -122,7 +123,7 @@ def load_model():
 def test_model_builds_trains_and_reports_finite_metrics(objective, tmp_path):
     model = load_model()
     config = dict(objective=objective, path_steps=20, trajectories=4, steps=2, hidden=8, depth=1,
-                  eval_paths=4, buffer_size=8)
+                  eval_paths=4, buffer_size=8, minimize_ends=False)
     problem = model.build(config)
     sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps,
                         key=jax.random.key(0))
@@ -140,3 +141,19 @@ def test_model_rejects_bad_config():
         model.build(dict(objective="kl"))
     with pytest.raises(ValueError, match="width"):
         model.build(dict(width=-1.0))
+    with pytest.raises(ValueError, match="minimize_ends"):
+        model.build(dict(minimize_ends="yes"))
+
+
+def test_local_minimum_equals_openmms_minimizer(ad):
+    """L-BFGS on the JAX potential reaches OpenMM's LocalEnergyMinimizer's minimum from C7ax (float64)."""
+    import openmm as mm
+
+    x = local_minimum(ad.potential.energy, ad.c7ax)
+    assert float(jnp.max(jnp.abs(jax.grad(ad.potential.energy)(x)))) < 1e-2  # kJ/mol/nm
+    context = mm.Context(ad.system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(np.asarray(ad.c7ax))
+    mm.LocalEnergyMinimizer.minimize(context, 1e-3, 0)
+    openmm_minimum = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(mm.unit.kilojoule_per_mole)
+    assert float(ad.potential.energy(x)) == pytest.approx(openmm_minimum, abs=1e-4)
+    assert float(ad.potential.energy(x)) < float(ad.potential.energy(ad.c7ax)) - 70.0  # the packaged structure is strained

@@ -31,6 +31,7 @@ centred coordinates.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, ArrayLike, Float, Int
 
 
@@ -71,16 +72,21 @@ def _weights(n: int, weights: Float[ArrayLike, " atoms"] | None) -> Float[Array,
 
 
 def kabsch(
-    x: Float[Array, "atoms 3"],
-    reference: Float[Array, "atoms 3"],
+    x: Float[Array, "atoms d"],
+    reference: Float[Array, "atoms d"],
     weights: Float[ArrayLike, " atoms"] | None = None,
-) -> tuple[Float[Array, "3 3"], Float[Array, " 3"]]:
-    """The rotation R and translation t that best superpose x onto ``reference``: x @ R.T + t."""
+    *,
+    proper: bool = True,
+) -> tuple[Float[Array, "d d"], Float[Array, " d"]]:
+    """The rotation R and translation t that best superpose x onto ``reference``: x @ R.T + t.
+
+    Any dimension d (3 for molecules). ``proper=False`` lets R be any orthogonal matrix,
+    reflections included (the orthogonal Procrustes solution :math:`R = VU^T`)."""
     w = _weights(x.shape[0], weights)
     cx, cy = w @ x, w @ reference
     u, _, vt = jnp.linalg.svd(((x - cx) * w[:, None]).T @ (reference - cy))
-    d = jnp.sign(jnp.linalg.det(vt.T @ u.T))
-    rotation = vt.T @ jnp.diag(jnp.array([1.0, 1.0, 1.0]).at[2].set(d)) @ u.T
+    d = jnp.sign(jnp.linalg.det(vt.T @ u.T)) if proper else 1.0
+    rotation = vt.T @ jnp.diag(jnp.ones(x.shape[1]).at[-1].set(d)) @ u.T
     return rotation, cy - rotation @ cx
 
 
@@ -111,3 +117,37 @@ def rmsd(
     msd = w @ jnp.sum((x @ rotation.T + shift - reference) ** 2, axis=-1)
     positive = msd > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, msd, 1.0)), 0.0)
+
+
+def local_minimum(
+    energy, x: Float[ArrayLike, "atoms 3"], *, gtol: float = 1e-3, max_steps: int = 5000
+) -> Float[Array, "atoms 3"]:
+    r"""The local minimum of ``energy`` reached from ``x`` by L-BFGS (`optax.lbfgs`, zoom line search).
+
+    Stops when the largest force component :math:`\max_i |\partial U/\partial x_i|` is below
+    ``gtol`` (kJ/mol/nm for a potential in kJ/mol and nm) or after ``max_steps`` iterations, as
+    OpenMM's ``LocalEnergyMinimizer`` (tolerance 10 kJ/mol/nm by default) does. Transition-path
+    benchmarks start and end at minimised structures (TPS-DPS's ``minimizeEnergy``), so that the
+    path's energies are measured from the basin's bottom, not from a strained crystal structure.
+    Raises ``ValueError`` if the minimum is not reached or is not finite.
+    """
+    x = jnp.asarray(x)
+    flat = lambda y: energy(y.reshape(x.shape))
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(flat)
+
+    def step(carry):
+        y, state, _ = carry
+        value, grad = value_and_grad(y, state=state)
+        updates, state = opt.update(grad, state, y, value=value, grad=grad, value_fn=flat)
+        return optax.apply_updates(y, updates), state, jnp.max(jnp.abs(grad))
+
+    def running(carry):
+        return (carry[2] > gtol) & (optax.tree.get(carry[1], "count") < max_steps)
+
+    y0 = x.ravel()
+    y, _, force = jax.jit(lambda y: jax.lax.while_loop(running, step, (y, opt.init(y), jnp.asarray(jnp.inf, y.dtype))))(y0)
+    force = float(jnp.max(jnp.abs(jax.grad(flat)(y))))
+    if not (np.isfinite(force) and force <= gtol * 10):
+        raise ValueError(f"local_minimum: the largest force component is {force:.3g} after {max_steps} L-BFGS steps (gtol {gtol})")
+    return y.reshape(x.shape)
