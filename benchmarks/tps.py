@@ -135,7 +135,8 @@ def table(result: dict) -> str:
                      f"{pm('rmsd', '{:.2f}')} | {_num(p['epd'], '{:.2e}')} | {_num(p['log_likelihood'], '{:.4g}')} | "
                      f"{_num(p['energy_evals'], '{:.3g}')} | – |")
     title = (f"### `{result['name']}`: alanine dipeptide C7eq → C7ax, 300 K, {m['path_steps']} × {m['dt'] * 1000:g} fs, "
-             f"{m['trajectories']} paths/step, {m['steps']} training steps, {m['eval_paths']} evaluation paths "
+             f"{m['trajectories']} paths/step, {m['steps']} training steps, {m['eval_paths']} evaluation paths, "
+             f"{'energy-minimised' if m.get('minimize_ends', True) else 'packaged (unminimised)'} end structures "
              f"({result['device']}, {result['dtype']})")
     return "\n".join([title, "", environment_line(result["environment"], result.get("load_average_1min_start")),
                       "", *lines])
