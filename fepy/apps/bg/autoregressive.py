@@ -1,0 +1,490 @@
+r"""A transferable, autoregressive Boltzmann generator: atoms placed one by one in internal
+coordinates by conditional densities whose parameters are shared across molecules (nm, rad).
+
+**The density.** For a molecule with a `ZMatrix` (atoms :math:`a_0, a_1, \dots` in placement
+order; atom :math:`a_p` placed by its bond :math:`r_p` to its parent :math:`j`, the angle
+:math:`\theta_p = \angle(a_p, j, k)` and the torsion :math:`\phi_p = \mathrm{dihedral}(a_p, j,
+k, l)`), the model is
+
+.. math::
+
+    q(r, \theta, \phi) = \prod_{p \ge 1} q_\vartheta(r_p \mid C_p)\,
+        q_\vartheta(\theta_p \mid r_p, C_p)\, q_\vartheta(\phi_p \mid r_p, \theta_p, C_p)
+
+(:math:`\theta_p` from :math:`p \ge 2`, :math:`\phi_p` from :math:`p \ge 3`), each factor a
+normalised 1-D density whose parameters are outputs of networks :math:`\vartheta` of the
+context :math:`C_p`, which holds
+
+* the molecule graph :math:`M` and the atom types :math:`A`: per-atom features (`molecules.
+  atom_features`: element, bonds, bonded hydrogens, charge, Lennard-Jones :math:`\sigma,
+  \epsilon`) passed through ``rounds`` rounds of message passing over the bonds, giving an
+  embedding :math:`h_a`; the context takes :math:`h` of the new atom and of :math:`j, k, l`;
+* per-place features :math:`F_p`: the force field's equilibrium bond length and angle
+  :math:`r^0_p, \theta^0_p` and their harmonic thermal widths :math:`s = (\beta k)^{-1/2}`
+  (AMBER's :math:`\tfrac12 k (r - r^0)^2`), whether :math:`l` is a sibling (bonded to
+  :math:`j`: an improper, narrow torsion) or not (a proper torsion);
+* the placed atoms :math:`R_{<p}`: every atom :math:`a` placed before :math:`p` (but
+  :math:`j`) sends a message :math:`m(h_a, \hat d_a, |d_a|, \mathrm{hops}(a_p, a))` built
+  from its position :math:`d_a = x_a - x_j` in the local frame of the reference atoms (the
+  NeRF frame: :math:`e_1 \parallel x_k - x_j`, :math:`e_3 \parallel e_1 \times (x_k - x_l)`),
+  its distance to :math:`j` (radial basis) and its graph distance to the new atom (one-hot);
+  the messages are summed (an invariant set function, so the context is invariant under
+  rotations and translations of the placed atoms).
+
+The three 1-D densities (the conditional flow of one atom, autoregressive over :math:`r,
+\theta, \phi`):
+
+* :math:`r_p = r^0_p + s_r (\mu + \sigma\, g(z))`, :math:`z \sim N(0, 1)`, :math:`g` a monotone
+  rational-quadratic spline on :math:`[-B, B]` (identity outside), :math:`\mu, \sigma > 0` and the
+  spline's bins outputs of the r-head; :math:`\theta_p` the same with :math:`\theta^0_p, s_\theta`
+  and a head that also sees :math:`(r_p - r^0_p)/s_r`. At initialisation (zero last layers) they
+  are the harmonic densities :math:`N(r^0, s_r^2)`, :math:`N(\theta^0, s_\theta^2)`. A bond or
+  angle beyond its domain (:math:`r \le 0`, :math:`\theta \notin (0, \pi)`: over 30 thermal widths
+  for AMBER's bonds and angles) is not excluded: the density puts a mass there that is
+  :math:`< 10^{-100}` at initialisation, and the model's exactness holds on the domain.
+* :math:`\phi_p = \mathrm{wrap}(c(z) + s)`, :math:`z` uniform on :math:`[-\pi, \pi)`, with
+  :math:`c` a circular spline (equal end slopes) and :math:`s` a rotation (`splines`): a
+  :math:`C^1` density on the circle.
+
+Every factor is exact and normalised, so :math:`\log q` is exact; sampling places the atoms in
+order (a ``lax.scan``), evaluation sees all atoms at once (each context masked to the atoms placed
+before). The model is a density on the reduced canonical-frame space of `internal` (the
+3n - 6 coordinates :math:`\tilde y` that remain when the position and orientation are fixed):
+
+.. math:: \log q(\tilde y) = \log q(r, \theta, \phi)
+          - \log\left|\det \frac{\partial \tilde y}{\partial (r, \theta, \phi)}\right| ,
+
+the bijection and its log-determinant being `InternalCoordinates`; its target is
+`ReducedEnergy`, so importance weights, ESS and :math:`\log\tilde Z` follow as for any
+`fepy.AbstractDensity`.
+
+**Transfer.** `TransferableBG` holds the shared parameters; `MoleculeGraph.build` describes a
+molecule (any the force field parametrises); `TransferableBG.bind` gives the `BoundBG` of one
+molecule, or of several at once (the product density on the concatenated reduced vectors,
+:math:`\log q = \sum_m \log q_m`), which trains all of them jointly by `fepy.ForwardKL` on
+rows that concatenate one MD frame of each molecule (`JointEnergy` is the matching product
+target). The graphs are padded to a common number of atoms and the networks are applied to all
+molecules at once (``jax.vmap``).
+"""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+from scipy.sparse.csgraph import shortest_path
+
+from ...families.density import AbstractDensity
+from ...targets.energy import Energy
+from .internal import InternalCoordinates, ZMatrix, _nerf
+from .molecules import N_FEATURES
+from .splines import _transform
+
+MAX_HOPS = 6
+"""Graph distances from the new atom are one-hot encoded up to this many bonds (and beyond)."""
+
+RBF_CENTRES = tuple(np.linspace(0.1, 0.7, 8))
+"""Centres (nm) of the Gaussian radial basis of a placed atom's distance to the parent atom."""
+RBF_WIDTH = 0.08  # nm
+N_GEOMETRY = 3 + len(RBF_CENTRES) + MAX_HOPS + 1
+LOG_2PI = math.log(2 * math.pi)
+
+
+class MoleculeGraph(eqx.Module):
+    """What `TransferableBG` knows of a molecule, every array indexed by place (Z-matrix order),
+    padded to ``n`` places (`MoleculeGraph.pad`).
+
+    ``features``: `molecules.atom_features` of each atom; ``adjacency``: 1 for bonded places;
+    ``hops``: graph distance between places, clipped to `MAX_HOPS`; ``refs``: the places of
+    :math:`j, k, l` (0 where a place has none); ``prior``: :math:`r^0, s_r, \\theta^0,
+    s_\\theta` (nm, rad; 1 where absent); ``sibling``: 1 where the torsion reference is bonded
+    to the parent; ``valid``: 1 for the molecule's places, 0 for padding.
+    """
+
+    features: Float[Array, "n features"]
+    adjacency: Float[Array, "n n"]
+    hops: Int[Array, "n n"]
+    refs: Int[Array, "n 3"]
+    prior: Float[Array, "n 4"]
+    sibling: Float[Array, " n"]
+    valid: Float[Array, " n"]
+
+    @classmethod
+    def build(cls, zmatrix: ZMatrix, features, potential, beta: float) -> "MoleculeGraph":
+        """The graph of a molecule with this `ZMatrix`, per-atom ``features`` (atoms, `N_FEATURES`)
+        and force field ``potential`` (a `fepy.apps.tps.MolecularPotential`: its bonds are the
+        graph, its bond and angle terms the priors) at inverse temperature ``beta`` (mol/kJ)."""
+        n = zmatrix.n_atoms
+        features = np.asarray(features, np.float64)
+        if features.shape != (n, N_FEATURES):
+            raise ValueError(f"MoleculeGraph features must have shape ({n}, {N_FEATURES}), got {features.shape}")
+        if potential.n_atoms != n:
+            raise ValueError(f"the potential has {potential.n_atoms} atoms, the Z-matrix {n}")
+        if not beta > 0:
+            raise ValueError(f"MoleculeGraph beta must be positive, got {beta!r}")
+        order = np.asarray(zmatrix.order)
+        place = np.empty(n, np.int64)
+        place[order] = np.arange(n)
+        bonds = np.asarray(potential.bonds)
+        adjacency = np.zeros((n, n))
+        adjacency[place[bonds[:, 0]], place[bonds[:, 1]]] = 1
+        adjacency = np.maximum(adjacency, adjacency.T)
+        hops = shortest_path(adjacency, unweighted=True)
+        bond_terms = {frozenset(map(int, b)): (r0, k) for b, r0, k in
+                      zip(bonds, np.asarray(potential.bond_length), np.asarray(potential.bond_k))}
+        angle_terms = {}
+        for (a, v, c), t0, k in zip(np.asarray(potential.angles), np.asarray(potential.angle_theta0),
+                                    np.asarray(potential.angle_k)):
+            angle_terms[(int(a), int(v), int(c))] = angle_terms[(int(c), int(v), int(a))] = (t0, k)
+        refs = np.zeros((n, 3), np.int64)
+        prior = np.ones((n, 4))
+        sibling = np.zeros(n)
+        for i, j in zmatrix.bond_atoms:
+            p = place[i]
+            if frozenset((int(i), int(j))) not in bond_terms:
+                raise ValueError(f"the Z-matrix bond {i}-{j} has no bond term in the force field")
+            r0, k = bond_terms[frozenset((int(i), int(j)))]
+            refs[p, 0] = place[j]
+            prior[p, :2] = r0, 1 / math.sqrt(beta * k)
+        for i, j, k in zmatrix.angle_atoms:
+            p = place[i]
+            if (int(i), int(j), int(k)) not in angle_terms:
+                raise ValueError(f"the Z-matrix angle {i}-{j}-{k} has no angle term in the force field")
+            t0, kt = angle_terms[(int(i), int(j), int(k))]
+            refs[p, 1] = place[k]
+            prior[p, 2:] = t0, 1 / math.sqrt(beta * kt)
+        for i, j, k, l in zmatrix.torsion_atoms:
+            p = place[i]
+            refs[p, 2] = place[l]
+            sibling[p] = adjacency[place[j], place[l]]
+        return cls(jnp.asarray(features[order]), jnp.asarray(adjacency),
+                   jnp.asarray(np.minimum(hops, MAX_HOPS).astype(np.int32)), jnp.asarray(refs.astype(np.int32)),
+                   jnp.asarray(prior), jnp.asarray(sibling), jnp.ones(n))
+
+    @property
+    def n(self) -> int:
+        """The number of places (atoms plus padding)."""
+        return self.valid.shape[-1]
+
+    def pad(self, n: int) -> "MoleculeGraph":
+        """The same molecule with ``n - self.n`` padding places (no bonds, masked everywhere)."""
+        extra = n - self.n
+        if extra < 0:
+            raise ValueError(f"cannot pad a graph of {self.n} places to {n}")
+        rows = lambda a, value=0: jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
+        square = lambda a, value=0: jnp.pad(a, [(0, extra), (0, extra)], constant_values=value)
+        return MoleculeGraph(rows(self.features), square(self.adjacency), square(self.hops, MAX_HOPS),
+                             rows(self.refs), rows(self.prior, 1), rows(self.sibling), rows(self.valid))
+
+
+def _unit(v):
+    """v / |v|, 0 for v = 0 (the frames of places < 3, masked anyway)."""
+    return v / jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + 1e-30)
+
+
+def _real_head_split(out, knots):
+    """Spline parameters (3K, plus the unused rotation 0), shift mu and scale sigma > 0."""
+    raw = jnp.concatenate([out[: 3 * knots], jnp.zeros((1,), out.dtype)])
+    return raw, out[3 * knots], jax.nn.softplus(out[3 * knots + 1] + math.log(math.e - 1))
+
+
+def _log_normal(z):
+    return -0.5 * z**2 - 0.5 * LOG_2PI
+
+
+class TransferableBG(eqx.Module):
+    """The shared parameters of the autoregressive Boltzmann generator (module docstring).
+
+    ``hidden``: width of the atom embeddings; ``rounds``: message-passing rounds over the bonds;
+    ``environment``: width of the placed-atom messages; ``width``/``depth``: the context MLP;
+    ``knots``/``interval``: bins K and half-width B of the bond and angle splines (the torsion
+    splines span the circle). The heads' last layers are zero: the initial model is the harmonic
+    force-field prior for bonds and angles and uniform torsions.
+    """
+
+    embed: eqx.nn.Linear
+    messages: tuple[eqx.nn.MLP, ...]
+    env_atom: eqx.nn.Linear
+    env_geometry: eqx.nn.Linear
+    env_out: eqx.nn.Linear
+    trunk: eqx.nn.MLP
+    head_r: eqx.nn.MLP
+    head_theta: eqx.nn.MLP
+    head_phi: eqx.nn.MLP
+    knots: int = eqx.field(static=True)
+    interval: float = eqx.field(static=True)
+
+    def __init__(self, key: PRNGKeyArray, *, hidden: int = 32, rounds: int = 3, environment: int = 64,
+                 width: int = 128, depth: int = 2, knots: int = 8, interval: float = 4.0):
+        for name, value, minimum in (("hidden", hidden, 1), ("rounds", rounds, 0), ("environment", environment, 1),
+                                     ("width", width, 1), ("depth", depth, 1), ("knots", knots, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"TransferableBG {name} must be an integer >= {minimum}, got {value!r}")
+        if not (interval > 0 and math.isfinite(interval)):
+            raise ValueError(f"TransferableBG interval must be a positive finite number, got {interval!r}")
+        keys = iter(jax.random.split(key, 9 + rounds))
+        self.embed = eqx.nn.Linear(N_FEATURES, hidden, key=next(keys))
+        self.messages = tuple(eqx.nn.MLP(2 * hidden, hidden, hidden, 1, jax.nn.silu, key=next(keys))
+                              for _ in range(rounds))
+        self.env_atom = eqx.nn.Linear(hidden, environment, key=next(keys))
+        self.env_geometry = eqx.nn.Linear(N_GEOMETRY, environment, use_bias=False, key=next(keys))
+        self.env_out = eqx.nn.Linear(environment, environment, key=next(keys))
+        context_in = 4 * hidden + environment + 4 + 3
+        self.trunk = eqx.nn.MLP(context_in, width, width, depth - 1, jax.nn.silu, final_activation=jax.nn.silu,
+                                key=next(keys))
+        real_out, phi_out = 3 * knots + 2, 3 * knots + 1
+        zero_last = lambda mlp: eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
+                                            (jnp.zeros_like(mlp.layers[-1].weight), jnp.zeros_like(mlp.layers[-1].bias)))
+        self.head_r = zero_last(eqx.nn.MLP(width, real_out, width // 2, 1, jax.nn.silu, key=next(keys)))
+        self.head_theta = zero_last(eqx.nn.MLP(width + 1, real_out, width // 2, 1, jax.nn.silu, key=next(keys)))
+        self.head_phi = zero_last(eqx.nn.MLP(width + 2, phi_out, width // 2, 1, jax.nn.silu, key=next(keys)))
+        self.knots, self.interval = knots, float(interval)
+
+    # ------------------------------------------------------------------ context
+
+    def embeddings(self, graph: MoleculeGraph) -> Float[Array, "n hidden"]:
+        """Atom embeddings h by message passing over the bonds: h <- h + MLP(h, sum of bonded h)."""
+        h = jax.vmap(self.embed)(graph.features) * graph.valid[:, None]
+        for mlp in self.messages:
+            h = (h + jax.vmap(mlp)(jnp.concatenate([h, graph.adjacency @ h], axis=-1))) * graph.valid[:, None]
+        return h
+
+    def _context(self, graph: MoleculeGraph, h, env_atom, x: Float[Array, "n 3"], p) -> Float[Array, " width"]:
+        """The context vector of place p from the atoms placed before it (module docstring)."""
+        j, k, l = graph.refs[p, 0], graph.refs[p, 1], graph.refs[p, 2]
+        framed = p >= 3
+        # places < 3 have no frame: a fixed one keeps everything finite (their messages are masked)
+        xj = jnp.where(framed, x[j], jnp.zeros(3, x.dtype))
+        xk = jnp.where(framed, x[k], jnp.array([1.0, 0.0, 0.0], x.dtype))
+        xl = jnp.where(framed, x[l], jnp.array([1.0, 1.0, 0.0], x.dtype))
+        axis = _unit(xk - xj)
+        normal = _unit(jnp.cross(axis, xk - xl))
+        frame = jnp.stack([axis, jnp.cross(axis, normal), normal])
+        d = x - xj
+        distance = jnp.sqrt(jnp.sum(d * d, axis=-1) + 1e-30)
+        local = (d @ frame.T) / distance[:, None]
+        rbf = jnp.exp(-0.5 * ((distance[:, None] - jnp.asarray(RBF_CENTRES, x.dtype)) / RBF_WIDTH) ** 2)
+        hops = jax.nn.one_hot(graph.hops[p], MAX_HOPS + 1, dtype=x.dtype)
+        geometry = jnp.concatenate([local, rbf, hops], axis=-1)
+        messages = jax.vmap(self.env_out)(jax.nn.silu(env_atom + jax.vmap(self.env_geometry)(geometry)))
+        index = jnp.arange(graph.n)
+        mask = framed & (index < p) & (index != j)
+        environment = jnp.sum(jnp.where(mask[:, None], messages, 0.0), axis=0) / 4
+        prior = graph.prior[p]
+        features = jnp.concatenate([
+            h[p], h[j], h[k] * (p >= 2), h[l] * framed, environment,
+            jnp.stack([prior[0] / 0.1, jnp.log(prior[1]), prior[2], jnp.log(prior[3])]),
+            jnp.stack([graph.sibling[p], (p == 1).astype(x.dtype), (p == 2).astype(x.dtype)]),
+        ])
+        return self.trunk(features)
+
+    def _atom_terms(self, graph):
+        """The embeddings h and their part of the placed-atom messages (computed once per molecule)."""
+        h = self.embeddings(graph)
+        return h, jax.vmap(self.env_atom)(h)
+
+    # ------------------------------------------------------------------ one place
+
+    def _real_log_prob(self, out, value, loc, scale):
+        raw, mu, sigma = _real_head_split(out, self.knots)
+        y = ((value - loc) / scale - mu) / sigma
+        z, log_det = _transform(y, raw, False, self.knots, self.interval, inverse=True)
+        return _log_normal(z) + log_det - jnp.log(sigma) - jnp.log(scale)
+
+    def _real_sample(self, out, z, loc, scale):
+        raw, mu, sigma = _real_head_split(out, self.knots)
+        y, log_det = _transform(z, raw, False, self.knots, self.interval, inverse=False)
+        return loc + scale * (mu + sigma * y), _log_normal(z) - log_det - jnp.log(sigma) - jnp.log(scale)
+
+    def place_log_prob(self, context, prior, r, theta, phi) -> Float[Array, " 3"]:
+        """log q(r | C), log q(theta | r, C), log q(phi | r, theta, C) of one place."""
+        u_r = (r - prior[0]) / prior[1]
+        u_theta = (theta - prior[2]) / prior[3]
+        log_r = self._real_log_prob(self.head_r(context), r, prior[0], prior[1])
+        out_theta = self.head_theta(jnp.concatenate([context, u_r[None] / 4]))
+        log_theta = self._real_log_prob(out_theta, theta, prior[2], prior[3])
+        raw_phi = self.head_phi(jnp.concatenate([context, u_r[None] / 4, u_theta[None] / 4]))
+        _, log_det = _transform(phi, raw_phi, True, self.knots, self.interval, inverse=True)
+        return jnp.stack([log_r, log_theta, log_det - LOG_2PI])
+
+    def place_sample(self, context, prior, noise) -> tuple[Float[Array, " 3"], Float[Array, " 3"]]:
+        """(r, theta, phi) of one place from ``noise`` = (z_r, z_theta ~ N(0, 1), z_phi ~ U(-pi, pi))
+        and their three log-densities."""
+        r, log_r = self._real_sample(self.head_r(context), noise[0], prior[0], prior[1])
+        u_r = (r - prior[0]) / prior[1]
+        out_theta = self.head_theta(jnp.concatenate([context, u_r[None] / 4]))
+        theta, log_theta = self._real_sample(out_theta, noise[1], prior[2], prior[3])
+        u_theta = (theta - prior[2]) / prior[3]
+        raw_phi = self.head_phi(jnp.concatenate([context, u_r[None] / 4, u_theta[None] / 4]))
+        phi, log_det = _transform(noise[2], raw_phi, True, self.knots, self.interval, inverse=False)
+        return jnp.stack([r, theta, phi]), jnp.stack([log_r, log_theta, -LOG_2PI - log_det])
+
+    # ------------------------------------------------------------------ one molecule, one configuration
+
+    @staticmethod
+    def _masks(graph):
+        p = jnp.arange(graph.n)
+        return jnp.stack([p >= 1, p >= 2, p >= 3], axis=-1) & (graph.valid[:, None] > 0)
+
+    def internal_log_prob(self, graph: MoleculeGraph, x: Float[Array, "n 3"],
+                          q: Float[Array, "n 3"]) -> Float[Array, ""]:
+        r""":math:`\log q(r, \theta, \phi)` of one configuration: ``x`` the positions by place,
+        ``q`` the (r, theta, phi) of each place (any value where a place has none)."""
+        h, env_atom = self._atom_terms(graph)
+        contexts = jax.vmap(lambda p: self._context(graph, h, env_atom, x, p))(jnp.arange(graph.n))
+        mask = self._masks(graph)
+        safe = jnp.where(mask, q, jnp.stack([graph.prior[:, 0], graph.prior[:, 2], jnp.zeros(graph.n, q.dtype)], -1))
+        log_q = jax.vmap(self.place_log_prob)(contexts, graph.prior, safe[:, 0], safe[:, 1], safe[:, 2])
+        return jnp.sum(jnp.where(mask, log_q, 0.0))
+
+    def internal_sample(self, graph: MoleculeGraph, noise: Float[Array, "n 3"]
+                        ) -> tuple[Float[Array, "n 3"], Float[Array, ""]]:
+        r"""(r, theta, phi) of each place drawn in order from ``noise`` (rows (z_r, z_theta, z_phi))
+        and :math:`\log q(r, \theta, \phi)`; the places are put down by the conventions of
+        `InternalCoordinates` (a_1 on +x, a_2 in the upper xy half-plane, NeRF after)."""
+        h, env_atom = self._atom_terms(graph)
+        mask = self._masks(graph)
+        dtype = noise.dtype
+
+        def place(x, p):
+            q, log_q = self.place_sample(self._context(graph, h, env_atom, x, p), graph.prior[p], noise[p])
+            r, theta, phi = q
+            j, k, l = graph.refs[p, 0], graph.refs[p, 1], graph.refs[p, 2]
+            second = jnp.stack([r, jnp.zeros_like(r), jnp.zeros_like(r)])
+            along = jnp.where(j == 0, 1.0, -1.0)
+            third = jnp.stack([x[j, 0] + along * r * jnp.cos(theta), r * jnp.sin(theta), jnp.zeros_like(r)])
+            later = _nerf(x[j][None], x[k][None], x[l][None], r[None], theta[None], phi[None])[0]
+            position = jnp.where(p == 1, second, jnp.where(p == 2, third, later))
+            x = x.at[p].set(jnp.where(graph.valid[p] > 0, position, x[p]))
+            return x, (q, jnp.sum(jnp.where(mask[p], log_q, 0.0)))
+
+        x0 = jnp.zeros((graph.n, 3), dtype)
+        _, (q, log_q) = jax.lax.scan(place, x0, jnp.arange(1, graph.n))
+        q = jnp.concatenate([jnp.zeros((1, 3), dtype), q])
+        return q, jnp.sum(log_q)
+
+    def bind(self, graphs, coordinates) -> "BoundBG":
+        """The `BoundBG` of one molecule (a `MoleculeGraph` and its `InternalCoordinates`) or of
+        several (sequences of both, in the same order)."""
+        if isinstance(graphs, MoleculeGraph):
+            graphs, coordinates = (graphs,), (coordinates,)
+        return BoundBG.of(self, tuple(graphs), tuple(coordinates))
+
+
+class BoundBG(AbstractDensity):
+    r"""`TransferableBG` bound to molecules: the density :math:`\prod_m q_m(\tilde y_m)` on the
+    concatenated reduced canonical-frame vectors :math:`(\tilde y_1, \tilde y_2, \dots)` of
+    `InternalCoordinates` (module docstring); for one molecule, its Boltzmann generator, whose
+    target is `ReducedEnergy`. ``graphs``: the molecules' `MoleculeGraph` padded to a common
+    size and stacked; ``coordinates``: their `InternalCoordinates`. ``chunk``: configurations
+    per vectorised pass of `log_prob` (bounds its memory). Build it with `TransferableBG.bind`."""
+
+    model: TransferableBG
+    graphs: MoleculeGraph
+    coordinates: tuple[InternalCoordinates, ...]
+    chunk: int = eqx.field(static=True, default=256)
+
+    @classmethod
+    def of(cls, model, graphs: tuple[MoleculeGraph, ...], coordinates: tuple[InternalCoordinates, ...],
+           chunk: int = 256) -> "BoundBG":
+        if not graphs or len(graphs) != len(coordinates):
+            raise ValueError(f"bind needs one InternalCoordinates per MoleculeGraph, got {len(graphs)} graphs and "
+                             f"{len(coordinates)} coordinates")
+        for g, c in zip(graphs, coordinates):
+            if not isinstance(g, MoleculeGraph) or not isinstance(c, InternalCoordinates):
+                raise TypeError("bind takes MoleculeGraphs and InternalCoordinates")
+            if g.n != c.zmatrix.n_atoms:
+                raise ValueError(f"a graph of {g.n} atoms is bound to a Z-matrix of {c.zmatrix.n_atoms}")
+        n = max(g.n for g in graphs)
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *(g.pad(n) for g in graphs))
+        return cls(model, stacked, tuple(coordinates), chunk)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(c.shape[0] for c in self.coordinates)
+
+    @property
+    def dim(self) -> int:
+        return sum(self.dims)
+
+    def _split(self, y):
+        bounds = np.cumsum((0,) + self.dims)
+        return [y[..., a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _places(self, coordinates, y):
+        """Positions by place (padded) and (r, theta, phi) by place of one molecule's reduced vector,
+        with -log|det| of the internal-coordinate map."""
+        z = coordinates.zmatrix
+        n, pad = z.n_atoms, self.graphs.n - z.n_atoms
+        q, neg_log_det = coordinates.inverse_and_log_det(y)
+        x = coordinates.to_cartesian(y)[np.asarray(z.order)]
+        zero = jnp.zeros((1,), y.dtype)
+        r = jnp.concatenate([zero, q[: n - 1]])
+        theta = jnp.concatenate([zero, zero, q[n - 1 : 2 * n - 3]])
+        phi = jnp.concatenate([zero, zero, zero, q[2 * n - 3 :]])
+        return jnp.pad(x, ((0, pad), (0, 0))), jnp.pad(jnp.stack([r, theta, phi], -1), ((0, pad), (0, 0))), neg_log_det
+
+    def _log_prob_rows(self, y: Float[Array, "b dim"]) -> Float[Array, " b"]:
+        xs, qs, neg = zip(*(jax.vmap(lambda v, c=c: self._places(c, v))(part)
+                            for c, part in zip(self.coordinates, self._split(y))))
+        x, q = jnp.stack(xs), jnp.stack(qs)  # (molecules, b, n, 3)
+        per_molecule = jax.vmap(lambda g, xm, qm: jax.vmap(lambda a, b: self.model.internal_log_prob(g, a, b))(xm, qm))
+        log_q = per_molecule(self.graphs, x, q)  # (molecules, b)
+        return jnp.sum(log_q, axis=0) + sum(neg)
+
+    def log_prob(self, x: Float[Array, "... dim"]) -> Float[Array, "..."]:
+        r""":math:`\log q(\tilde y)`, exact (module docstring)."""
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != self.dim:
+            raise ValueError(f"BoundBG log_prob expects points of shape (..., {self.dim}), got {x.shape}")
+        flat = x.reshape(-1, self.dim)
+        if flat.shape[0] <= self.chunk:
+            out = self._log_prob_rows(flat)
+        else:
+            out = jax.lax.map(lambda row: self._log_prob_rows(row[None])[0], flat, batch_size=self.chunk)
+        return out.reshape(x.shape[:-1])
+
+    def sample_and_log_prob(self, key, n):
+        """``n`` samples of every molecule, drawn atom by atom, and their exact log q."""
+        dtype = jnp.result_type(float)
+        molecules = len(self.coordinates)
+        normal_key, uniform_key = jax.random.split(key)
+        shape = (molecules, n, self.graphs.n)
+        noise = jnp.concatenate([jax.random.normal(normal_key, shape + (2,), dtype),
+                                 jax.random.uniform(uniform_key, shape + (1,), dtype, -jnp.pi, jnp.pi)], -1)
+        q, log_q = jax.vmap(lambda g, e: jax.vmap(lambda ei: self.model.internal_sample(g, ei))(e))(self.graphs, noise)
+        ys, total = [], jnp.sum(log_q, axis=0)
+        for m, c in enumerate(self.coordinates):
+            k = c.zmatrix.n_atoms
+            flat = jnp.concatenate([q[m, :, 1:k, 0], q[m, :, 2:k, 1], q[m, :, 3:k, 2]], axis=-1)
+            y, log_det = jax.vmap(c.transform_and_log_det)(flat)
+            ys.append(y)
+            total = total - log_det
+        return jnp.concatenate(ys, axis=-1), total
+
+
+class JointEnergy(Energy):
+    r"""The product of several targets at one temperature on the concatenated coordinates,
+    :math:`U(x_1, x_2, \dots) = \sum_m U_m(x_m)`: the target of a `BoundBG` of several molecules
+    (e.g. their `ReducedEnergy`), whose log Z is the sum of theirs."""
+
+    components: tuple[Energy, ...]
+    beta: float
+    dim: int = eqx.field(static=True)
+
+    def __init__(self, components):
+        components = tuple(components)
+        if not components or not all(isinstance(c, Energy) for c in components):
+            raise TypeError("JointEnergy needs one or more fepy Energy targets")
+        betas = {float(c.beta) for c in components}
+        if len(betas) != 1:
+            raise ValueError(f"JointEnergy components must share one beta, got {sorted(betas)}")
+        self.components = components
+        self.beta = betas.pop()
+        self.dim = sum(c.dim for c in components)
+
+    def energy(self, x: Float[Array, " dim"]) -> Float[Array, ""]:
+        bounds = np.cumsum([0] + [c.dim for c in self.components])
+        return sum(c.energy(x[a:b]) for c, a, b in zip(self.components, bounds[:-1], bounds[1:]))
