@@ -249,12 +249,16 @@ class FAB(AbstractSolver):
         log_p0 = 0.5 * (start.log_target + start.log_base)  # log g = 2 log p~ - log q
         log_w0, energy0 = log_p0 - start.log_base, -log_p0 / target.beta
 
-        def body(carry, k):
-            p, s = carry
-            p, s, _ = self.ais.step(g, p, s, jax.random.fold_in(run_key, k))
-            return (p, s), None
+        # the scan carries the arrays only: the base (a flow) may hold functions
+        dynamic, static = eqx.partition((particles, state), eqx.is_array)
 
-        (particles, state), _ = jax.lax.scan(body, (particles, state), jnp.arange(self.ais_steps))
+        def body(carry, k):
+            p, s = eqx.combine(carry, static)
+            p, s, _ = self.ais.step(g, p, s, jax.random.fold_in(run_key, k))
+            return eqx.filter((p, s), eqx.is_array), None
+
+        dynamic, _ = jax.lax.scan(body, dynamic, jnp.arange(self.ais_steps))
+        particles, state = eqx.combine(dynamic, static)
         _, pooled = self.ais._global_log_weights(particles, state)
         log_w = pooled + math.log(self.samples // self.ais.islands)
         return (particles.positions, log_w, state.points.log_base, log_w0, energy0, state.step_size,
