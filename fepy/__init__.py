@@ -13,7 +13,7 @@ from ._minimize import NonFiniteError as NonFiniteError, Solution as Solution, m
 from ._nuts import NUTSResult as NUTSResult, nuts as nuts
 from ._problem import Problem as Problem
 from ._sharding import batch_sharding as batch_sharding
-from .families import AbstractDensity as AbstractDensity, DensityDistribution as DensityDistribution, Flow as Flow, Gaussian as Gaussian
+from .families import AbstractDensity as AbstractDensity, CNF as CNF, DensityDistribution as DensityDistribution, Flow as Flow, Gaussian as Gaussian
 from .families import Control as Control, Steered as Steered, Grid as Grid, GridDensity as GridDensity, Particles as Particles, Wavefunction as Wavefunction
 from .solvers import (
     HMC as HMC,
@@ -23,6 +23,7 @@ from .solvers import (
     RandomWalk as RandomWalk,
     SVGD as SVGD,
     ULA as ULA,
+    AbstractCoupling as AbstractCoupling,
     AbstractMove as AbstractMove,
     AbstractFixedSchedule as AbstractFixedSchedule,
     AbstractSchedule as AbstractSchedule,
@@ -34,9 +35,12 @@ from .solvers import (
     Exponential as Exponential,
     FAB as FAB,
     FisherRao as FisherRao,
+    FlowMatching as FlowMatching,
     ForwardKL as ForwardKL,
+    IndependentCoupling as IndependentCoupling,
     Linear as Linear,
     LogVariance as LogVariance,
+    OTCoupling as OTCoupling,
     PathKL as PathKL,
     RelativeEntropy as RelativeEntropy,
     ReplayBuffer as ReplayBuffer,

@@ -11,6 +11,13 @@ from .particle_flows import (
     WassersteinFisherRao as WassersteinFisherRao,
     particle_solver as particle_solver,
 )
+from .flow_matching import (
+    AbstractCoupling as AbstractCoupling,
+    FlowMatching as FlowMatching,
+    FlowMatchingState as FlowMatchingState,
+    IndependentCoupling as IndependentCoupling,
+    OTCoupling as OTCoupling,
+)
 from .variational import ForwardKL as ForwardKL, ForwardKLState as ForwardKLState, ReverseKL as ReverseKL, ReverseKLState as ReverseKLState
 from .qmc import VMC as VMC, WQMC as WQMC, StochasticReconfiguration as StochasticReconfiguration
 from .schedules import (
