@@ -28,6 +28,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +44,7 @@ from fepy.apps.tps.molecular import dihedral
 DEFAULTS = dict(
     seed=0,
     temperature=300.0,  # K
-    train="ALA,GLY,SER,VAL,ASN,MET",
+    train="ALA,GLY,SER,VAL",
     held_out="THR,CYS,ILE,GLN",
     md_frames=2000,  # per molecule, one every md_every steps: 1 ns
     md_every=250,
@@ -59,12 +60,12 @@ DEFAULTS = dict(
     depth=2,
     knots=8,
     interval=4.0,
-    steps=2000,
+    steps=400,  # what the shared 2-core CPU affords (about 2 s per step under load); more is better
     batch=16,  # rows per step; a row holds one frame of every training molecule
-    lr=1e-3,  # peak of a cosine decay to 0
+    lr=5e-4,  # peak of a cosine decay to 0
     reverse=0.0,  # weight of the reverse KL of the joint target
     estimate_samples=2000,  # model samples per molecule for ESS, log Z and the Ramachandran plot
-    evaluate_train=True,  # also evaluate the training molecules
+    evaluate_train=False,  # also evaluate the training molecules
     rama_bins=36,
 )
 
@@ -162,12 +163,12 @@ def evaluate(model: TransferableBG, residue: str, config, key) -> dict:
     peptide, graph, coordinates, target = molecule(residue, c)
     density = model.bind(graph, coordinates)
     y_md = reduced(coordinates, md(residue, c, peptide))
-    y, log_q = jax.jit(density.sample_and_log_prob, static_argnums=1)(key, c["estimate_samples"])
+    y, log_q = eqx.filter_jit(lambda d, k: d.sample_and_log_prob(k, c["estimate_samples"]))(density, key)
     log_w = jax.vmap(target.log_density)(y) - log_q
     log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
     log_z, stderr = log_z_and_stderr(log_w)
     ess = float(kish_ess(log_w))
-    nll = float(-jnp.mean(jax.jit(density.log_prob)(jnp.asarray(y_md))))
+    nll = float(-jnp.mean(eqx.filter_jit(lambda d, v: d.log_prob(v))(density, jnp.asarray(y_md))))
     md_angles, angles = ramachandran(peptide, coordinates, y_md), ramachandran(peptide, coordinates, y)
     weights = np.asarray(jax.nn.softmax(log_w))
     kl_raw, tv_raw = rama_distances(md_angles, angles, c["rama_bins"])

@@ -53,7 +53,8 @@ def test_samples_round_trip_and_log_q_of_sampling_equals_evaluation(peptides, mo
     assert density.dim == (3 * 22 - 6) + (3 * 19 - 6)
     y, log_q, log_prob = sample_and_evaluate(density, jax.random.key(1), 16)
     assert np.all(np.isfinite(log_q)) and float(jnp.std(log_q)) > 1.0
-    np.testing.assert_allclose(log_prob, log_q, rtol=1e-11, atol=0)  # float64 rounding of the round trip
+    # float64 rounding of the round trip y~ -> q, amplified by the steep partial energies of the torsion base
+    np.testing.assert_allclose(log_prob, log_q, rtol=1e-10, atol=0)
     target = JointEnergy([ReducedEnergy(peptides[r].potential, c, BETA) for r, c in zip(("ALA", "GLY"), coordinates)])
     assert target.dim == density.dim
     assert np.all(np.isfinite(jax.vmap(target.energy)(y)))
@@ -81,7 +82,7 @@ def test_log_q_is_the_product_of_conditionals_minus_the_log_det(peptides, model)
     for p in range(1, n):
         moved = x.at[p:].add(jax.random.normal(jax.random.key(p), (n - p, 3)))  # later atoms anywhere
         context = model._context(graph, h, env_atom, moved, p)
-        terms = model.place_log_prob(context, graph.prior[p], r[p], theta[p], phi[p])
+        terms = model.place_log_prob(graph, moved, p, context, r[p], theta[p], phi[p])
         total += float(terms[0]) + (float(terms[1]) if p >= 2 else 0.0) + (float(terms[2]) if p >= 3 else 0.0)
     log_det = jnp.linalg.slogdet(jax.jacfwd(coordinates.transform)(q))[1]
     np.testing.assert_allclose(float(log_q[0]), total - float(log_det), rtol=0, atol=1e-8)
@@ -97,22 +98,29 @@ def test_conditionals_are_normalised_and_the_torsion_density_is_periodic(peptide
     y, _, _ = sample_and_evaluate(density, jax.random.key(3), 2)
     x = coordinates.to_cartesian(y[0])[np.asarray(peptide.zmatrix.order)]
     h, env_atom = model._atom_terms(graph)
-    grid = jnp.linspace(-30, 30, 60_001)
-    circle = jnp.linspace(-jnp.pi, jnp.pi, 60_001)
-    for p in (1, 5, 12, 21):
+    grid = jnp.linspace(-30, 30, 6001)
+    circle = jnp.linspace(-jnp.pi, jnp.pi, 18_001)
+
+    @jax.jit
+    def densities(p):
         context = model._context(graph, h, env_atom, x, p)
         prior = graph.prior[p]
         r, theta = prior[0] + 0.7 * prior[1], prior[2] - 0.4 * prior[3]
-        log_r = jax.vmap(lambda v: model.place_log_prob(context, prior, v, theta, 0.3)[0])(prior[0] + prior[1] * grid)
-        log_t = jax.vmap(lambda v: model.place_log_prob(context, prior, r, v, 0.3)[1])(prior[2] + prior[3] * grid)
-        log_phi = jax.vmap(lambda v: model.place_log_prob(context, prior, r, theta, v)[2])(circle)
-        np.testing.assert_allclose(jnp.trapezoid(jnp.exp(log_r), prior[0] + prior[1] * grid), 1.0, atol=1e-6)
-        np.testing.assert_allclose(jnp.trapezoid(jnp.exp(log_t), prior[2] + prior[3] * grid), 1.0, atol=1e-6)
-        np.testing.assert_allclose(jnp.trapezoid(jnp.exp(log_phi), circle), 1.0, atol=1e-6)
+        log_prob = lambda *v: model.place_log_prob(graph, x, p, context, *v)
+        rs, thetas = prior[0] + prior[1] * grid, prior[2] + prior[3] * grid
+        log_r = jax.vmap(lambda v: log_prob(v, theta, 0.3)[0])(rs)
+        log_t = jax.vmap(lambda v: log_prob(r, v, 0.3)[1])(thetas)
+        log_phi = jax.vmap(lambda v: log_prob(r, theta, v)[2])(circle)
+        slope = jax.grad(lambda v: log_prob(r, theta, v)[2])
+        masses = [jnp.trapezoid(jnp.exp(a), b) for a, b in ((log_r, rs), (log_t, thetas), (log_phi, circle))]
+        return jnp.stack(masses), log_phi, slope(-jnp.pi + 1e-9), slope(jnp.pi - 1e-9)
+
+    for p in (5, 12, 21):
+        masses, log_phi, left, right = densities(p)
+        np.testing.assert_allclose(masses, 1.0, atol=1e-6)
         assert float(jnp.std(log_phi)) > 0.05  # a real test: not the uniform density
         np.testing.assert_allclose(log_phi[0], log_phi[-1], rtol=0, atol=1e-10)
-        slope = jax.grad(lambda v: model.place_log_prob(context, prior, r, theta, v)[2])
-        np.testing.assert_allclose(slope(-jnp.pi + 1e-9), slope(jnp.pi - 1e-9), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(left, right, rtol=1e-5, atol=1e-6)
 
 
 def relabelled(peptide, perm):
@@ -184,7 +192,7 @@ def test_tiny_model_trains_on_two_molecules_and_evaluates_on_a_third(peptides):
     data = jnp.concatenate(rows, axis=1)
     solver = fepy.ForwardKL(optax.adam(3e-3), data, 8, summary_samples=2)
     family = model.bind(graphs, coordinates)
-    before = float(-jnp.mean(family.log_prob(data)))
+    before = float(-jnp.mean(eqx.filter_jit(lambda d, v: d.log_prob(v))(family, data)))
     sol = fepy.minimize(JointEnergy(targets), family, solver, steps=40, key=jax.random.key(2))
     assert sol.nll < before - 5.0  # nats per row of two molecules
     graph, coords = bound(peptides["SER"])
@@ -195,8 +203,9 @@ def test_tiny_model_trains_on_two_molecules_and_evaluates_on_a_third(peptides):
     log_z, stderr = fepy.log_z_and_stderr(log_w)
     assert np.isfinite(float(log_z)) and np.isfinite(float(stderr))
     assert 1.0 <= float(fepy.kish_ess(log_w)) <= 64.0
-    frames = md_frames(peptides["SER"], frames=8, every=50, equilibration=500, seed=2)
-    assert np.all(np.isfinite(held_out.log_prob(jax.vmap(coords.from_cartesian)(jnp.asarray(frames, jnp.float64)))))
+    frames = md_frames(peptides["SER"], frames=2, every=50, equilibration=500, seed=2)
+    log_prob = eqx.filter_jit(lambda d, v: d.log_prob(v))(held_out, jax.vmap(coords.from_cartesian)(jnp.asarray(frames)))
+    assert np.all(np.isfinite(log_prob))
 
 
 @pytest.mark.slow

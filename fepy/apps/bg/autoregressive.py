@@ -42,9 +42,20 @@ The three 1-D densities (the conditional flow of one atom, autoregressive over :
   angle beyond its domain (:math:`r \le 0`, :math:`\theta \notin (0, \pi)`: over 30 thermal widths
   for AMBER's bonds and angles) is not excluded: the density puts a mass there that is
   :math:`< 10^{-100}` at initialisation, and the model's exactness holds on the domain.
-* :math:`\phi_p = \mathrm{wrap}(c(z) + s)`, :math:`z` uniform on :math:`[-\pi, \pi)`, with
-  :math:`c` a circular spline (equal end slopes) and :math:`s` a rotation (`splines`): a
-  :math:`C^1` density on the circle.
+* :math:`\phi_p = \mathrm{wrap}(c(b) + s)`, :math:`c` a circular spline (equal end slopes) and
+  :math:`s` a rotation (`splines`), from a base :math:`b` whose density on the circle is the
+  *partial-energy profile* of the new atom: with :math:`r_p, \theta_p` drawn, the atom is put at
+  the :math:`G` = `PROFILE_POINTS` torsions of a grid and :math:`U_p` (the force-field terms it
+  completes with the atoms placed before it: its pairs with them, the angles and torsions whose
+  other atoms are placed) is evaluated there; the base density interpolates
+  :math:`e^{-\lambda\beta(U_p - \min U_p)} + \epsilon` linearly between the grid points
+  (:math:`\lambda > 0` a head output, 1 at initialisation; :math:`\epsilon` = `PROFILE_FLOOR`),
+  normalised exactly and sampled by its inverse distribution function (a quadratic per bin). This
+  is the Rosenbluth weight of configurational-bias Monte Carlo (Siepmann & Frenkel 1992), used as
+  the base of a learnt flow: the narrow improper torsions (a hydrogen beside its siblings) and the
+  steric clashes with placed atoms are in the base, the network learns what the placed atoms alone
+  do not say (the atoms placed later). At initialisation (zero last layers) the torsion density is
+  this base.
 
 Every factor is exact and normalised, so :math:`\log q` is exact; sampling places the atoms in
 order (a ``lax.scan``), evaluation sees all atoms at once (each context masked to the atoms placed
@@ -76,9 +87,13 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from scipy.sparse.csgraph import shortest_path
 
+from jax_md.mm_forcefields.amber.energy import lennard_jones
+
 from ...families.density import AbstractDensity
 from ...targets.energy import Energy
-from .internal import InternalCoordinates, ZMatrix, _nerf
+from ..tps.molecular import dihedral
+from ..tps.openmm import COULOMB
+from .internal import InternalCoordinates, ZMatrix, _angle, _nerf
 from .molecules import N_FEATURES
 from .splines import _transform
 
@@ -91,16 +106,32 @@ RBF_WIDTH = 0.08  # nm
 N_GEOMETRY = 3 + len(RBF_CENTRES) + MAX_HOPS + 1
 LOG_2PI = math.log(2 * math.pi)
 
+PROFILE_POINTS = 180
+"""Grid points of the partial-energy profile of a torsion on the circle (2 degrees apart)."""
+PROFILE_FLOOR = 1e-3
+"""The profile density's floor, relative to its maximum (the base's tails)."""
+MIN_DISTANCE = 0.05
+"""nm: pair distances in the partial energy are clipped below this (a conditioning signal, not U)."""
+
 
 class MoleculeGraph(eqx.Module):
-    """What `TransferableBG` knows of a molecule, every array indexed by place (Z-matrix order),
+    r"""What `TransferableBG` knows of a molecule, every array indexed by place (Z-matrix order),
     padded to ``n`` places (`MoleculeGraph.pad`).
 
     ``features``: `molecules.atom_features` of each atom; ``adjacency``: 1 for bonded places;
     ``hops``: graph distance between places, clipped to `MAX_HOPS`; ``refs``: the places of
-    :math:`j, k, l` (0 where a place has none); ``prior``: :math:`r^0, s_r, \\theta^0,
-    s_\\theta` (nm, rad; 1 where absent); ``sibling``: 1 where the torsion reference is bonded
+    :math:`j, k, l` (0 where a place has none); ``prior``: :math:`r^0, s_r, \theta^0,
+    s_\theta` (nm, rad; 1 where absent); ``sibling``: 1 where the torsion reference is bonded
     to the parent; ``valid``: 1 for the molecule's places, 0 for padding.
+
+    The force field by place, for the partial energies :math:`U_p` (the terms of U whose
+    last-placed atom is at place p, so that :math:`U = \sum_p U_p`): ``pair_qq``,
+    ``pair_sigma``, ``pair_epsilon`` the Coulomb factor :math:`q_a q_b / 4\pi\epsilon_0`
+    (kJ nm/mol), :math:`\sigma` (nm) and :math:`\epsilon` (kJ/mol) of each pair (the 1-4 pairs'
+    scaled values, 0 for the excluded 1-2 and 1-3 pairs); ``angles`` (places, vertex in the
+    middle), ``angle_parameters`` (:math:`\theta_0`, k) and ``angle_mask`` of the angle terms
+    completed at each place; ``torsions``, ``torsion_parameters`` (periodicity, phase, k) and
+    ``torsion_mask`` likewise; ``beta`` (mol/kJ).
     """
 
     features: Float[Array, "n features"]
@@ -110,6 +141,16 @@ class MoleculeGraph(eqx.Module):
     prior: Float[Array, "n 4"]
     sibling: Float[Array, " n"]
     valid: Float[Array, " n"]
+    pair_qq: Float[Array, "n n"]
+    pair_sigma: Float[Array, "n n"]
+    pair_epsilon: Float[Array, "n n"]
+    angles: Int[Array, "n a 3"]
+    angle_parameters: Float[Array, "n a 2"]
+    angle_mask: Float[Array, "n a"]
+    torsions: Int[Array, "n t 4"]
+    torsion_parameters: Float[Array, "n t 3"]
+    torsion_mask: Float[Array, "n t"]
+    beta: Float[Array, ""]
 
     @classmethod
     def build(cls, zmatrix: ZMatrix, features, potential, beta: float) -> "MoleculeGraph":
@@ -159,24 +200,89 @@ class MoleculeGraph(eqx.Module):
             p = place[i]
             refs[p, 2] = place[l]
             sibling[p] = adjacency[place[j], place[l]]
+        qq, sigma, epsilon = _pair_tables(potential, place)
+        angles = _terms_by_place(place[np.asarray(potential.angles)],
+                                 np.stack([np.asarray(potential.angle_theta0), np.asarray(potential.angle_k)], -1), n)
+        torsions = _terms_by_place(place[np.asarray(potential.torsions)],
+                                   np.stack([np.asarray(potential.torsion_periodicity, np.float64),
+                                             np.asarray(potential.torsion_phase), np.asarray(potential.torsion_k)], -1), n)
         return cls(jnp.asarray(features[order]), jnp.asarray(adjacency),
                    jnp.asarray(np.minimum(hops, MAX_HOPS).astype(np.int32)), jnp.asarray(refs.astype(np.int32)),
-                   jnp.asarray(prior), jnp.asarray(sibling), jnp.ones(n))
+                   jnp.asarray(prior), jnp.asarray(sibling), jnp.ones(n), jnp.asarray(qq), jnp.asarray(sigma),
+                   jnp.asarray(epsilon), *angles, *torsions, jnp.asarray(float(beta)))
 
     @property
     def n(self) -> int:
         """The number of places (atoms plus padding)."""
         return self.valid.shape[-1]
 
-    def pad(self, n: int) -> "MoleculeGraph":
-        """The same molecule with ``n - self.n`` padding places (no bonds, masked everywhere)."""
+    def pad(self, n: int, angles: int, torsions: int) -> "MoleculeGraph":
+        """The same molecule with ``n - self.n`` padding places (no bonds, masked everywhere) and
+        room for ``angles`` angle and ``torsions`` torsion terms per place (masked)."""
         extra = n - self.n
-        if extra < 0:
+        more_angles, more_torsions = angles - self.angles.shape[1], torsions - self.torsions.shape[1]
+        if min(extra, more_angles, more_torsions) < 0:
             raise ValueError(f"cannot pad a graph of {self.n} places to {n}")
         rows = lambda a, value=0: jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
         square = lambda a, value=0: jnp.pad(a, [(0, extra), (0, extra)], constant_values=value)
-        return MoleculeGraph(rows(self.features), square(self.adjacency), square(self.hops, MAX_HOPS),
-                             rows(self.refs), rows(self.prior, 1), rows(self.sibling), rows(self.valid))
+        terms = lambda a, more: jnp.pad(a, [(0, extra), (0, more)] + [(0, 0)] * (a.ndim - 2))
+        return MoleculeGraph(
+            rows(self.features), square(self.adjacency), square(self.hops, MAX_HOPS), rows(self.refs),
+            rows(self.prior, 1), rows(self.sibling), rows(self.valid), square(self.pair_qq), square(self.pair_sigma),
+            square(self.pair_epsilon), terms(self.angles, more_angles), terms(self.angle_parameters, more_angles),
+            terms(self.angle_mask, more_angles), terms(self.torsions, more_torsions),
+            terms(self.torsion_parameters, more_torsions), terms(self.torsion_mask, more_torsions), self.beta)
+
+    def partial_energy(self, x: Float[Array, "n 3"], p) -> Float[Array, ""]:
+        r""":math:`U_p(x)` (kJ/mol): the force-field terms completed by placing the atom of place p,
+        i.e. its Coulomb and Lennard-Jones pairs with the atoms placed before it and the angle and
+        torsion terms whose other atoms are placed before it (the functional forms of
+        `fepy.apps.tps.MolecularPotential`; pair distances clipped below `MIN_DISTANCE`). The
+        bond of place p and its Z-matrix angle are among them only through constants in the
+        torsion of place p: they do not depend on it."""
+        d = jnp.maximum(jnp.linalg.norm(x - x[p], axis=-1), MIN_DISTANCE)
+        before = jnp.arange(self.n) < p
+        pairs = jnp.where(before, self.pair_qq[p] / d + lennard_jones(d, self.pair_sigma[p], self.pair_epsilon[p]), 0.0)
+        theta0, k_angle = self.angle_parameters[p, :, 0], self.angle_parameters[p, :, 1]
+        angle = jnp.sum(self.angle_mask[p] * 0.5 * k_angle * (_angle(x, self.angles[p]) - theta0) ** 2)
+        periodicity, phase, k_torsion = (self.torsion_parameters[p, :, i] for i in range(3))
+        torsion = jnp.sum(self.torsion_mask[p] * k_torsion
+                          * (1 + jnp.cos(periodicity * dihedral(x, self.torsions[p]) - phase)))
+        return jnp.sum(pairs) + angle + torsion
+
+
+def _pair_tables(potential, place) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coulomb factor, sigma and epsilon of every pair by place (exceptions' own values; 0 where excluded)."""
+    n = place.size
+    qq, sigma, epsilon = np.zeros((n, n)), np.zeros((n, n)), np.zeros((n, n))
+    charges, sig, eps = (np.asarray(a, np.float64) for a in (potential.charges, potential.sigma, potential.epsilon))
+    i, j = np.asarray(potential.pairs).T
+    values = (COULOMB * charges[i] * charges[j], 0.5 * (sig[i] + sig[j]), np.sqrt(eps[i] * eps[j]))
+    for table, value in zip((qq, sigma, epsilon), values):
+        table[place[i], place[j]] = table[place[j], place[i]] = value
+    i, j = np.asarray(potential.exceptions).reshape(-1, 2).T
+    values = (COULOMB * np.asarray(potential.exception_charge_prod), np.asarray(potential.exception_sigma),
+              np.asarray(potential.exception_epsilon))
+    for table, value in zip((qq, sigma, epsilon), values):
+        table[place[i], place[j]] = table[place[j], place[i]] = value
+    return qq, sigma, epsilon
+
+
+def _terms_by_place(atoms: np.ndarray, parameters: np.ndarray, n: int):
+    """Bonded terms (rows of places) grouped by the place of their last-placed atom, padded:
+    (places, terms, width) atoms, (places, terms, parameters), (places, terms) mask."""
+    atoms = atoms.reshape(-1, atoms.shape[-1])
+    last = atoms.max(axis=1)
+    width = max(1, int(np.bincount(last, minlength=n).max()) if atoms.size else 1)
+    out_atoms = np.zeros((n, width, atoms.shape[1]), np.int32)
+    out_parameters = np.zeros((n, width, parameters.shape[1]))
+    mask = np.zeros((n, width))
+    for p in range(n):
+        rows = np.flatnonzero(last == p)
+        out_atoms[p, : rows.size], out_parameters[p, : rows.size], mask[p, : rows.size] = atoms[rows], parameters[rows], 1
+    # a dummy term's atoms are 0, 1, 2(, 3): finite geometry; its mask is 0
+    out_atoms[mask == 0] = np.arange(atoms.shape[1])
+    return jnp.asarray(out_atoms), jnp.asarray(out_parameters), jnp.asarray(mask)
 
 
 def _unit(v):
@@ -194,6 +300,58 @@ def _log_normal(z):
     return -0.5 * z**2 - 0.5 * LOG_2PI
 
 
+def _frame_atoms(graph, x, p):
+    """The positions of j, k, l of place p; a fixed frame for places < 3, which have none (keeps
+    everything finite; what depends on it is masked)."""
+    framed = p >= 3
+    j, k, l = graph.refs[p, 0], graph.refs[p, 1], graph.refs[p, 2]
+    return (jnp.where(framed, x[j], jnp.zeros(3, x.dtype)),
+            jnp.where(framed, x[k], jnp.array([1.0, 0.0, 0.0], x.dtype)),
+            jnp.where(framed, x[l], jnp.array([1.0, 1.0, 0.0], x.dtype)))
+
+
+def torsion_profile(graph: MoleculeGraph, x: Float[Array, "n 3"], p, r, theta) -> Float[Array, " points"]:
+    r""":math:`-\beta U_p` (`MoleculeGraph.partial_energy`) with the atom of place p put at bond
+    ``r`` and angle ``theta`` and at each torsion of the grid :math:`\phi_g = -\pi + 2\pi g/G`,
+    :math:`G` = `PROFILE_POINTS`: the log of the Rosenbluth (configurational-bias) weights of
+    growing the molecule by that atom, up to a constant."""
+    grid = -jnp.pi + 2 * jnp.pi * jnp.arange(PROFILE_POINTS, dtype=x.dtype) / PROFILE_POINTS
+    xj, xk, xl = _frame_atoms(graph, x, p)
+    ones = jnp.ones((PROFILE_POINTS, 1), x.dtype)
+    candidates = _nerf(xj * ones, xk * ones, xl * ones, r * ones[:, 0], theta * ones[:, 0], grid)
+    energy = jax.vmap(lambda c: graph.partial_energy(x.at[p].set(c), p))(candidates)
+    return -graph.beta * energy
+
+
+def _table(log_profile, scale):
+    """The periodic piecewise-linear density's node values exp(scale (l - max l)) + floor and their sum."""
+    values = jnp.exp(scale * (log_profile - jnp.max(log_profile))) + PROFILE_FLOOR
+    return values, jnp.sum(values) * (2 * jnp.pi / PROFILE_POINTS)
+
+
+def _table_log_prob(values, total, phi):
+    """log of the density interpolating ``values`` linearly on the periodic grid, normalised by ``total``."""
+    h = 2 * jnp.pi / PROFILE_POINTS
+    t = (phi + jnp.pi) / h
+    g = jnp.clip(jnp.floor(t), 0, PROFILE_POINTS - 1).astype(jnp.int32)
+    v0, v1 = values[g], values[(g + 1) % PROFILE_POINTS]
+    return jnp.log(v0 + (v1 - v0) * (t - g)) - jnp.log(total)
+
+
+def _table_sample(values, total, u):
+    """The inverse of that density's distribution function at ``u`` in (0, 1) (a quadratic in each bin)."""
+    h = 2 * jnp.pi / PROFILE_POINTS
+    v1s = jnp.roll(values, -1)
+    areas = 0.5 * h * (values + v1s)
+    cumulative = jnp.cumsum(areas)
+    target = u * total
+    g = jnp.clip(jnp.searchsorted(cumulative, target, side="right"), 0, PROFILE_POINTS - 1)
+    a = jnp.clip(target - (cumulative[g] - areas[g]), 0.0, areas[g])
+    v0, slope = values[g], (v1s[g] - values[g]) / h
+    t = 2 * a / (v0 + jnp.sqrt(jnp.maximum(v0**2 + 2 * slope * a, 0.0)))
+    return -jnp.pi + g * h + t
+
+
 class TransferableBG(eqx.Module):
     """The shared parameters of the autoregressive Boltzmann generator (module docstring).
 
@@ -201,7 +359,7 @@ class TransferableBG(eqx.Module):
     ``environment``: width of the placed-atom messages; ``width``/``depth``: the context MLP;
     ``knots``/``interval``: bins K and half-width B of the bond and angle splines (the torsion
     splines span the circle). The heads' last layers are zero: the initial model is the harmonic
-    force-field prior for bonds and angles and uniform torsions.
+    force-field prior for bonds and angles and the partial-energy profile for torsions.
     """
 
     embed: eqx.nn.Linear
@@ -234,7 +392,7 @@ class TransferableBG(eqx.Module):
         context_in = 4 * hidden + environment + 4 + 3
         self.trunk = eqx.nn.MLP(context_in, width, width, depth - 1, jax.nn.silu, final_activation=jax.nn.silu,
                                 key=next(keys))
-        real_out, phi_out = 3 * knots + 2, 3 * knots + 1
+        real_out, phi_out = 3 * knots + 2, 3 * knots + 2
         zero_last = lambda mlp: eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
                                             (jnp.zeros_like(mlp.layers[-1].weight), jnp.zeros_like(mlp.layers[-1].bias)))
         self.head_r = zero_last(eqx.nn.MLP(width, real_out, width // 2, 1, jax.nn.silu, key=next(keys)))
@@ -255,10 +413,7 @@ class TransferableBG(eqx.Module):
         """The context vector of place p from the atoms placed before it (module docstring)."""
         j, k, l = graph.refs[p, 0], graph.refs[p, 1], graph.refs[p, 2]
         framed = p >= 3
-        # places < 3 have no frame: a fixed one keeps everything finite (their messages are masked)
-        xj = jnp.where(framed, x[j], jnp.zeros(3, x.dtype))
-        xk = jnp.where(framed, x[k], jnp.array([1.0, 0.0, 0.0], x.dtype))
-        xl = jnp.where(framed, x[l], jnp.array([1.0, 1.0, 0.0], x.dtype))
+        xj, xk, xl = _frame_atoms(graph, x, p)
         axis = _unit(xk - xj)
         normal = _unit(jnp.cross(axis, xk - xl))
         frame = jnp.stack([axis, jnp.cross(axis, normal), normal])
@@ -276,7 +431,7 @@ class TransferableBG(eqx.Module):
         features = jnp.concatenate([
             h[p], h[j], h[k] * (p >= 2), h[l] * framed, environment,
             jnp.stack([prior[0] / 0.1, jnp.log(prior[1]), prior[2], jnp.log(prior[3])]),
-            jnp.stack([graph.sibling[p], (p == 1).astype(x.dtype), (p == 2).astype(x.dtype)]),
+            jnp.stack([graph.sibling[p], jnp.asarray(p == 1, x.dtype), jnp.asarray(p == 2, x.dtype)]),
         ])
         return self.trunk(features)
 
@@ -298,28 +453,38 @@ class TransferableBG(eqx.Module):
         y, log_det = _transform(z, raw, False, self.knots, self.interval, inverse=False)
         return loc + scale * (mu + sigma * y), _log_normal(z) - log_det - jnp.log(sigma) - jnp.log(scale)
 
-    def place_log_prob(self, context, prior, r, theta, phi) -> Float[Array, " 3"]:
-        """log q(r | C), log q(theta | r, C), log q(phi | r, theta, C) of one place."""
+    def _phi_parameters(self, graph, x, p, context, u_r, u_theta, r, theta):
+        raw = self.head_phi(jnp.concatenate([context, u_r[None] / 4, u_theta[None] / 4]))
+        scale = jax.nn.softplus(raw[3 * self.knots + 1] + math.log(math.e - 1))
+        log_profile = jax.lax.stop_gradient(torsion_profile(graph, x, p, r, theta))
+        return raw[: 3 * self.knots + 1], _table(log_profile, scale)
+
+    def place_log_prob(self, graph: MoleculeGraph, x, p, context, r, theta, phi) -> Float[Array, " 3"]:
+        """log q(r | C), log q(theta | r, C), log q(phi | r, theta, C) of place p (positions ``x``
+        by place; only the atoms placed before p are read)."""
+        prior = graph.prior[p]
         u_r = (r - prior[0]) / prior[1]
         u_theta = (theta - prior[2]) / prior[3]
         log_r = self._real_log_prob(self.head_r(context), r, prior[0], prior[1])
         out_theta = self.head_theta(jnp.concatenate([context, u_r[None] / 4]))
         log_theta = self._real_log_prob(out_theta, theta, prior[2], prior[3])
-        raw_phi = self.head_phi(jnp.concatenate([context, u_r[None] / 4, u_theta[None] / 4]))
-        _, log_det = _transform(phi, raw_phi, True, self.knots, self.interval, inverse=True)
-        return jnp.stack([log_r, log_theta, log_det - LOG_2PI])
+        raw_phi, (values, total) = self._phi_parameters(graph, x, p, context, u_r, u_theta, r, theta)
+        base, log_det = _transform(phi, raw_phi, True, self.knots, self.interval, inverse=True)
+        return jnp.stack([log_r, log_theta, _table_log_prob(values, total, base) + log_det])
 
-    def place_sample(self, context, prior, noise) -> tuple[Float[Array, " 3"], Float[Array, " 3"]]:
-        """(r, theta, phi) of one place from ``noise`` = (z_r, z_theta ~ N(0, 1), z_phi ~ U(-pi, pi))
+    def place_sample(self, graph: MoleculeGraph, x, p, context, noise) -> tuple[Float[Array, " 3"], Float[Array, " 3"]]:
+        """(r, theta, phi) of place p from ``noise`` = (z_r, z_theta ~ N(0, 1), z_phi ~ U(-pi, pi))
         and their three log-densities."""
+        prior = graph.prior[p]
         r, log_r = self._real_sample(self.head_r(context), noise[0], prior[0], prior[1])
         u_r = (r - prior[0]) / prior[1]
         out_theta = self.head_theta(jnp.concatenate([context, u_r[None] / 4]))
         theta, log_theta = self._real_sample(out_theta, noise[1], prior[2], prior[3])
         u_theta = (theta - prior[2]) / prior[3]
-        raw_phi = self.head_phi(jnp.concatenate([context, u_r[None] / 4, u_theta[None] / 4]))
-        phi, log_det = _transform(noise[2], raw_phi, True, self.knots, self.interval, inverse=False)
-        return jnp.stack([r, theta, phi]), jnp.stack([log_r, log_theta, -LOG_2PI - log_det])
+        raw_phi, (values, total) = self._phi_parameters(graph, x, p, context, u_r, u_theta, r, theta)
+        base = _table_sample(values, total, (noise[2] + jnp.pi) / (2 * jnp.pi))
+        phi, log_det = _transform(base, raw_phi, True, self.knots, self.interval, inverse=False)
+        return jnp.stack([r, theta, phi]), jnp.stack([log_r, log_theta, _table_log_prob(values, total, base) - log_det])
 
     # ------------------------------------------------------------------ one molecule, one configuration
 
@@ -336,7 +501,8 @@ class TransferableBG(eqx.Module):
         contexts = jax.vmap(lambda p: self._context(graph, h, env_atom, x, p))(jnp.arange(graph.n))
         mask = self._masks(graph)
         safe = jnp.where(mask, q, jnp.stack([graph.prior[:, 0], graph.prior[:, 2], jnp.zeros(graph.n, q.dtype)], -1))
-        log_q = jax.vmap(self.place_log_prob)(contexts, graph.prior, safe[:, 0], safe[:, 1], safe[:, 2])
+        log_q = jax.vmap(lambda p, c, v: self.place_log_prob(graph, x, p, c, v[0], v[1], v[2]))(
+            jnp.arange(graph.n), contexts, safe)
         return jnp.sum(jnp.where(mask, log_q, 0.0))
 
     def internal_sample(self, graph: MoleculeGraph, noise: Float[Array, "n 3"]
@@ -349,7 +515,7 @@ class TransferableBG(eqx.Module):
         dtype = noise.dtype
 
         def place(x, p):
-            q, log_q = self.place_sample(self._context(graph, h, env_atom, x, p), graph.prior[p], noise[p])
+            q, log_q = self.place_sample(graph, x, p, self._context(graph, h, env_atom, x, p), noise[p])
             r, theta, phi = q
             j, k, l = graph.refs[p, 0], graph.refs[p, 1], graph.refs[p, 2]
             second = jnp.stack([r, jnp.zeros_like(r), jnp.zeros_like(r)])
@@ -397,8 +563,9 @@ class BoundBG(AbstractDensity):
                 raise TypeError("bind takes MoleculeGraphs and InternalCoordinates")
             if g.n != c.zmatrix.n_atoms:
                 raise ValueError(f"a graph of {g.n} atoms is bound to a Z-matrix of {c.zmatrix.n_atoms}")
-        n = max(g.n for g in graphs)
-        stacked = jax.tree.map(lambda *a: jnp.stack(a), *(g.pad(n) for g in graphs))
+        sizes = [max(g.n for g in graphs), max(g.angles.shape[1] for g in graphs),
+                 max(g.torsions.shape[1] for g in graphs)]
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *(g.pad(*sizes) for g in graphs))
         return cls(model, stacked, tuple(coordinates), chunk)
 
     @property
