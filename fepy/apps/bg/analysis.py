@@ -10,8 +10,10 @@ discretised KL divergence of the FAB paper's evaluation (Midgley et al., ICLR 20
 
 with :math:`p_b, q_b` densities (per rad²) and :math:`\Delta A` the bin area. A bin that the
 model misses costs :math:`p_b \Delta A \log(p_b/\epsilon)`, about 20 times its mass: the figure
-punishes missing mass hard and depends on the sample sizes, so a reference is compared with
-the same figure between two independent reference samples (its own noise floor).
+punishes missing mass hard and depends on the sample sizes. `histogram_kl_floor` is the figure
+a perfect sampler would score with n independent samples (n draws from the reference
+histogram itself): the floor against which a model's n raw samples are judged. (Weighted samples
+cover the bins of all n samples, not of ESS ones: their figure is not that of ESS draws.)
 """
 
 import math
@@ -69,3 +71,19 @@ def free_energy_difference(
         return (math.inf if p_b == 0 else -math.inf), math.nan
     se = np.sqrt(np.sum(w**2 * (b / p_b - a / p_a) ** 2))
     return float(-kt * np.log(p_b / p_a)), float(kt * se)
+
+
+def histogram_kl_floor(p: Float[ArrayLike, "bins bins"], n: int, seed: int = 0, draws: int = 16,
+                       epsilon: float = FAB_EPSILON) -> tuple[float, float]:
+    """Mean and standard deviation over ``draws`` of KL(p || p_n), p_n the histogram of ``n``
+    independent draws from the `dihedral_histogram` p itself (multinomial counts of its bins):
+    the KL of a sampler that is exactly p, limited only by its n samples."""
+    p = np.asarray(p)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"histogram_kl_floor n must be a positive integer, got {n!r}")
+    area = (2 * math.pi / p.shape[0]) * (2 * math.pi / p.shape[1])
+    mass = (p * area).ravel()
+    rng = np.random.default_rng(seed)
+    values = [histogram_kl(p, rng.multinomial(n, mass / mass.sum()).reshape(p.shape) / (n * area), epsilon)
+              for _ in range(draws)]
+    return float(np.mean(values)), float(np.std(values, ddof=1))

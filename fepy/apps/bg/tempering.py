@@ -114,9 +114,7 @@ def parallel_tempering(
         cold_u = energy(cold)
         return (state, 1 - parity), (cold, cold_u, jnp.sum(accept, 0), ladders * active)
 
-    run = jax.jit(lambda state, keys: jax.lax.scan(one_round, (state, 0), keys))
-    keys = jax.random.split(run_key, rounds)
-    (state, _), _ = run(state, keys[:burn_in]) if burn_in else ((state, 0), None)
-    _, (frames, cold_u, accepted, attempted) = run(state, keys[burn_in:])
+    run = jax.jit(lambda state, keys: jax.lax.scan(one_round, (state, 0), keys)[1])
+    frames, cold_u, accepted, attempted = (v[burn_in:] for v in run(state, jax.random.split(run_key, rounds)))
     acceptance = jnp.sum(accepted, 0) / jnp.maximum(jnp.sum(attempted, 0), 1)
     return TemperingRun(jnp.swapaxes(frames, 0, 1), cold_u.T, acceptance)
