@@ -13,8 +13,8 @@ than the packaged structure's) gets weight 0 and is counted (``wrong_chirality_f
 
 **Flow.** `internal_coordinate_flow`: z from N(0, 1) x Uniform on the torus, ``layers``
 coupling layers of bounded rational-quadratic splines (bonds, angles, narrow torsions) and
-circular splines (the torsions whose spread on the MD data exceeds ``periodic_spread``: the 7
-broad ones, phi, psi and the methyl rotors), the fixed standardisation of the MD data, then the
+circular splines (the torsions whose spread on the MD data exceeds ``periodic_spread``: the 5
+broad ones, phi, psi and the three methyl rotors), the fixed standardisation of the MD data, then the
 exact internal-coordinate bijection (log-det :math:`\log r_2 + \sum (2\log r + \log\sin\theta)`).
 
 **MD reference.** Replica-exchange Langevin dynamics (`fepy.apps.bg.tempering`) on the same JAX

@@ -15,8 +15,9 @@ narrow, e.g. the second and third methyl hydrogen at :math:`\pm 120°` from the 
 :math:`C_\beta` of an amino acid at :math:`\pm 120°` from the backbone, which carries the
 chirality), else an atom already placed and bonded to :math:`k` (a proper torsion, e.g. the
 backbone :math:`\phi` and :math:`\psi`). For alanine dipeptide this gives the root CA with N
-and C placed second and third, :math:`\phi` and :math:`\psi` as torsions, and 12 of its 19
-torsions narrow.
+and C placed second and third, :math:`\phi` and :math:`\psi` as torsions, and 14 of its 19
+torsions narrow (circular spread below 0.21 rad in 300 K MD; the other five, :math:`\phi`,
+:math:`\psi` and the three methyl rotors, spread 0.65 rad and more).
 
 **The external degrees of freedom.** A configuration :math:`x \in \mathbb{R}^{3n}` is the
 position :math:`t = x_{a_0}` of the root :math:`a_0`, a rotation :math:`R \in SO(3)` and the
