@@ -192,11 +192,12 @@ def test_cnf_density_is_normalised_on_the_com_free_subspace(small_cnf):
 
 def test_assignment_and_ot_coupling_are_optimal():
     rng = np.random.default_rng(8)
-    cost = rng.random((3, 5, 5))
-    perm = np.asarray(jax.jit(assignment)(jnp.asarray(cost)))
-    for c, p in zip(cost, perm):
-        best = min(sum(c[i, q[i]] for i in range(5)) for q in itertools.permutations(range(5)))
-        assert sum(c[i, p[i]] for i in range(5)) == pytest.approx(best, rel=1e-12)
+    for n in (5, 7):  # by enumeration in JAX (n <= 6), by scipy's Hungarian algorithm beyond
+        cost = rng.random((3, n, n))
+        perm = np.asarray(jax.jit(assignment)(jnp.asarray(cost)))
+        for c, p in zip(cost, perm):
+            best = min(c[np.arange(n), q].sum() for q in itertools.permutations(range(n)))
+            assert c[np.arange(n), p].sum() == pytest.approx(best, rel=1e-12)
     x0, x1 = jnp.asarray(rng.normal(size=(6, 4))), jnp.asarray(rng.normal(size=(6, 4)) + 1.0)
     a, b = fepy.OTCoupling()(x0, x1, jax.random.key(0))
     assert a is x0 and sorted(map(tuple, np.asarray(b))) == sorted(map(tuple, np.asarray(x1)))

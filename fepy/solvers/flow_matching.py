@@ -17,6 +17,7 @@ accuracy of samples and :math:`\log q`.
 """
 
 import abc
+import itertools
 
 import equinox as eqx
 import jax
@@ -34,10 +35,16 @@ from ._base import AbstractSolver, check_target_and_family
 
 def assignment(cost: Float[Array, "*batch n n"]) -> Int[Array, "*batch n"]:
     r"""The permutation :math:`\sigma` minimising :math:`\sum_i C_{i\sigma(i)}` of each square cost
-    matrix (the Hungarian / Jonker-Volgenant algorithm of ``scipy.optimize.linear_sum_assignment``,
-    called from JAX through ``jax.pure_callback``, so it runs inside ``jit`` and ``scan``; the
-    result carries no gradient)."""
+    matrix. Up to ``n = 6`` (720 permutations) by enumeration in JAX; beyond, by the Hungarian /
+    Jonker-Volgenant algorithm of ``scipy.optimize.linear_sum_assignment``, called through
+    ``jax.pure_callback`` so that it runs inside ``jit`` and ``scan``. No gradient flows through
+    the result."""
     cost = jax.lax.stop_gradient(cost)
+    n = cost.shape[-1]
+    if n <= 6:
+        perms = jnp.asarray(list(itertools.permutations(range(n))), jnp.int32)  # (n!, n)
+        totals = jnp.sum(cost[..., jnp.arange(n)[None, :], perms], axis=-1)  # (*batch, n!)
+        return perms[jnp.argmin(totals, axis=-1)]
 
     def host(c):
         c = np.asarray(c)

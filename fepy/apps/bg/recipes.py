@@ -73,11 +73,16 @@ def problem(target: _ParticleEnergy, config: dict) -> Problem:
     return Problem(target, cnf(target, config), solver, config["steps"])
 
 
-def analysis(target: _ParticleEnergy, flow: CNF, config: dict) -> tuple[Analysis, EquilibriumSamples]:
-    """The held-out set and `evaluation.analyze` of the trained flow on it."""
-    test = data(target, config, held_out=True)
+def evaluate(target: _ParticleEnergy, flow: CNF, test: EquilibriumSamples, config: dict) -> Analysis:
+    """`evaluation.analyze` of the trained flow: ``estimate_samples`` fresh samples and the held-out set."""
     return analyze(target, flow, test.positions, n=config["estimate_samples"], key=_key(config, 3),
-                   chunk=config["chunk"]), test
+                   chunk=config["chunk"])
+
+
+def analysis(target: _ParticleEnergy, flow: CNF, config: dict) -> tuple[Analysis, EquilibriumSamples]:
+    """The held-out set (`data`) and the flow's `evaluate` on it (a model file's ``analyze``)."""
+    test = data(target, config, held_out=True)
+    return evaluate(target, flow, test, config), test
 
 
 def observables(target: _ParticleEnergy, result: tuple[Analysis, EquilibriumSamples], config: dict) -> dict:
