@@ -5,9 +5,13 @@ Runs models/transferable_bg.py as ``fepy run`` would (build, `fepy.minimize` wit
 first, then the training ones): atoms, Kish ESS of ``estimate_samples`` samples against the
 AMBER Boltzmann density, log Z~ with its standard error, NLL of its MD frames, the Ramachandran
 KL(MD || model) and total variation of raw and reweighted samples; and the cost: training time
-per step (all training molecules per step) and sampling throughput (samples/s, after
-compilation) per molecule versus its number of atoms. Writes
+per step (all training molecules per step) and the model's sampling rate (samples/s, compiled)
+per molecule versus its number of atoms. Writes
 benchmarks/results/bg/transferable_bg[_TAG].json and the Ramachandran PNG beside it.
+The untrained model (the configurational-bias proposal of the force field alone: harmonic bonds,
+partial-energy profiles for angles and torsions) is evaluated on the same molecules beside it
+(rows with ``model = "initial"``). ``--trained=FILE`` evaluates a model saved by ``equinox.tree_serialise_leaves`` (trained with the
+same config elsewhere) instead of training one; the result says so (``trained_file``).
 """
 
 import json
@@ -27,47 +31,45 @@ from fepy.cli import load_model, minimize_key, parse_sets
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sampling_rate(model, family, residue, config, n: int = 500) -> float:
-    """Samples per second of the model bound to one molecule (second call: compiled)."""
-    _, graph, coordinates, _ = model.molecule(residue, config)
-    density = family.model.bind(graph, coordinates)
-    draw = eqx.filter_jit(lambda d, k: d.sample_and_log_prob(k, n))
-    jax.block_until_ready(draw(density, jax.random.key(0)))
-    t = time.perf_counter()
-    jax.block_until_ready(draw(density, jax.random.key(1)))
-    return n / (time.perf_counter() - t)
-
-
 def main(argv):
     model = load_model(ROOT / "models" / "transferable_bg.py")
-    sets = [a for a in argv if "=" in a]
+    trained = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("--trained=")), None)
+    sets = [a for a in argv if "=" in a and not a.startswith("--trained=")]
     config = {**model.DEFAULTS, **parse_sets(sets, model.DEFAULTS, "transferable_bg")}
     t0 = time.perf_counter()
     problem = model.build(config)
     t1 = time.perf_counter()
-    sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps,
-                        key=minimize_key(config["seed"]))
+    if trained is None:
+        sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps,
+                            key=minimize_key(config["seed"]))
+        family, trace = sol.family, sol.trace["nll"]
+    else:
+        shared = eqx.tree_deserialise_leaves(trained, problem.family.model)
+        family, trace = eqx.tree_at(lambda f: f.model, problem.family, shared), None
     t2 = time.perf_counter()
-    analysis = model.analyze(problem.target, sol.family, config)
+    analysis = model.analyze(problem.target, family, config)
     t3 = time.perf_counter()
+    initial = model.analyze(problem.target, problem.family, config)
     held = model.residues(config["held_out"])
     rows = []
-    for residue, figures in analysis.items():
-        row = dict(residue=residue, held_out=residue in held,
-                   **{k: v for k, v in figures.items() if not k.startswith("_")})
-        row["samples_per_s"] = sampling_rate(model, sol.family, residue, config)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for name, results in (("trained", analysis), ("initial", initial)):
+        for residue, figures in results.items():
+            row = dict(model=name, residue=residue, held_out=residue in held,
+                       **{k: v for k, v in figures.items() if not k.startswith("_")})
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     out_dir = ROOT / "benchmarks" / "results" / "bg"
     tag = "_".join(s.replace("=", "-").replace(",", "-") for s in sets)
     name = f"transferable_bg_{tag}" if tag else "transferable_bg"
-    written = model.plots(problem.target, sol.family, out_dir, config, analysis)
+    written = model.plots(problem.target, family, out_dir, config, analysis)
     (out_dir / written[0]).rename(out_dir / f"{name}_ramachandran.png")
-    trace = sol.trace["nll"]
     result = dict(
-        config=config, rows=rows, observables=model.observables(problem.target, sol.family, config, analysis),
-        final_nll=float(np.mean(trace[-50:])), first_nll=float(np.mean(trace[:50])),
-        build_s=t1 - t0, training_s=t2 - t1, training_step_s=(t2 - t1) / max(problem.steps, 1),
+        config=config, rows=rows, observables=model.observables(problem.target, family, config, analysis),
+        trained_file=None if trained is None else str(trained),
+        final_nll=None if trace is None else float(np.mean(trace[-50:])),
+        first_nll=None if trace is None else float(np.mean(trace[:50])),
+        build_s=t1 - t0, training_s=None if trained else t2 - t1,
+        training_step_s=None if trained else (t2 - t1) / max(problem.steps, 1),
         evaluation_s=t3 - t2, device=str(jax.devices()[0]), cpu_count=os.cpu_count(),
         machine=platform.processor() or platform.machine(), load_average=os.getloadavg(), jax=jax.__version__,
         float64=bool(jax.config.jax_enable_x64), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

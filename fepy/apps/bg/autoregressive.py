@@ -9,7 +9,7 @@ k, l)`), the model is
 .. math::
 
     q(r, \theta, \phi) = \prod_{p \ge 1} q_\vartheta(r_p \mid C_p)\,
-        q_\vartheta(\theta_p \mid r_p, C_p)\, q_\vartheta(\phi_p \mid r_p, \theta_p, C_p)
+        q_\vartheta(\phi_p \mid r_p, C_p)\, q_\vartheta(\theta_p \mid r_p, \phi_p, C_p)
 
 (:math:`\theta_p` from :math:`p \ge 2`, :math:`\phi_p` from :math:`p \ge 3`), each factor a
 normalised 1-D density whose parameters are outputs of networks :math:`\vartheta` of the
@@ -31,31 +31,37 @@ context :math:`C_p`, which holds
   the messages are summed (an invariant set function, so the context is invariant under
   rotations and translations of the placed atoms).
 
-The three 1-D densities (the conditional flow of one atom, autoregressive over :math:`r,
-\theta, \phi`):
+The three 1-D densities (the conditional flow of one atom, autoregressive in the order
+:math:`r, \phi, \theta`):
 
 * :math:`r_p = r^0_p + s_r (\mu + \sigma\, g(z))`, :math:`z \sim N(0, 1)`, :math:`g` a monotone
   rational-quadratic spline on :math:`[-B, B]` (identity outside), :math:`\mu, \sigma > 0` and the
-  spline's bins outputs of the r-head; :math:`\theta_p` the same with :math:`\theta^0_p, s_\theta`
-  and a head that also sees :math:`(r_p - r^0_p)/s_r`. At initialisation (zero last layers) they
-  are the harmonic densities :math:`N(r^0, s_r^2)`, :math:`N(\theta^0, s_\theta^2)`. A bond or
-  angle beyond its domain (:math:`r \le 0`, :math:`\theta \notin (0, \pi)`: over 30 thermal widths
-  for AMBER's bonds and angles) is not excluded: the density puts a mass there that is
-  :math:`< 10^{-100}` at initialisation, and the model's exactness holds on the domain.
+  spline's bins outputs of the r-head; at initialisation (zero last layers) the harmonic density
+  :math:`N(r^0, s_r^2)`. A bond beyond its domain (:math:`r \le 0`: over 30 thermal widths for
+  AMBER's bonds) is not excluded: its mass is :math:`< 10^{-100}` at initialisation, and the
+  model's exactness holds on the domain.
 * :math:`\phi_p = \mathrm{wrap}(c(b) + s)`, :math:`c` a circular spline (equal end slopes) and
   :math:`s` a rotation (`splines`), from a base :math:`b` whose density on the circle is the
-  *partial-energy profile* of the new atom: with :math:`r_p, \theta_p` drawn, the atom is put at
-  the :math:`G` = `PROFILE_POINTS` torsions of a grid and :math:`U_p` (the force-field terms it
-  completes with the atoms placed before it: its pairs with them, the angles and torsions whose
-  other atoms are placed) is evaluated there; the base density interpolates
-  :math:`e^{-\lambda\beta(U_p - \min U_p)} + \epsilon` linearly between the grid points
-  (:math:`\lambda > 0` a head output, 1 at initialisation; :math:`\epsilon` = `PROFILE_FLOOR`),
-  normalised exactly and sampled by its inverse distribution function (a quadratic per bin). This
-  is the Rosenbluth weight of configurational-bias Monte Carlo (Siepmann & Frenkel 1992), used as
-  the base of a learnt flow: the narrow improper torsions (a hydrogen beside its siblings) and the
-  steric clashes with placed atoms are in the base, the network learns what the placed atoms alone
-  do not say (the atoms placed later). At initialisation (zero last layers) the torsion density is
-  this base.
+  *partial-energy profile* of the new atom: the atom is put at bond :math:`r_p`, angle
+  :math:`\theta^0_p` and the :math:`G` = `PROFILE_POINTS` torsions of a grid, and :math:`U_p`
+  (the force-field terms it completes with the atoms placed before it: its pairs with them, the
+  angles and torsions whose other atoms are placed; `MoleculeGraph.partial_energy`) is evaluated
+  there; the base density interpolates :math:`e^{-\lambda\beta(U_p - \min U_p)} + \epsilon`
+  linearly between the grid points (:math:`\lambda > 0` a head output, 1 at initialisation;
+  :math:`\epsilon` = `PROFILE_FLOOR`), normalised exactly and sampled by its inverse
+  distribution function (a quadratic per bin): continuous and periodic.
+* :math:`\theta_p = \theta^0_p + s_\theta (\mu + \sigma\, g(b))` with the spline :math:`g` as
+  for :math:`r`, and a base :math:`b` on the standardised grid `ANGLE_GRID` (:math:`\pm 12`
+  thermal widths; zero beyond) whose density is the partial-energy profile of the atom at
+  :math:`r_p, \phi_p` and the grid's angles (the harmonic :math:`e^{-b^2/2}` for the places 1, 2,
+  which have no torsion), likewise interpolated and scaled.
+
+The profiles are the Rosenbluth weights of configurational-bias Monte Carlo (Rosenbluth &
+Rosenbluth 1955; Siepmann & Frenkel 1992), used as the bases of learnt flows: what the placed atoms
+say (the narrow improper torsions of a hydrogen beside its siblings, the angles at a tetrahedral
+centre, steric clashes) is in the base and transfers to any molecule by construction; the
+networks learn what they do not say (the atoms placed later). At initialisation the model is this
+configurational-bias proposal.
 
 Every factor is exact and normalised, so :math:`\log q` is exact; sampling places the atoms in
 order (a ``lax.scan``), evaluation sees all atoms at once (each context masked to the atoms placed
@@ -108,6 +114,9 @@ LOG_2PI = math.log(2 * math.pi)
 
 PROFILE_POINTS = 180
 """Grid points of the partial-energy profile of a torsion on the circle (2 degrees apart)."""
+ANGLE_GRID = tuple(np.linspace(-12.0, 12.0, 121))
+"""The grid of the partial-energy profile of an angle, in thermal widths s_theta about theta_0;
+the angle's base density is 0 beyond it."""
 PROFILE_FLOOR = 1e-3
 """The profile density's floor, relative to its maximum (the base's tails)."""
 MIN_DISTANCE = 0.05
@@ -310,46 +319,49 @@ def _frame_atoms(graph, x, p):
             jnp.where(framed, x[l], jnp.array([1.0, 1.0, 0.0], x.dtype)))
 
 
-def torsion_profile(graph: MoleculeGraph, x: Float[Array, "n 3"], p, r, theta) -> Float[Array, " points"]:
-    r""":math:`-\beta U_p` (`MoleculeGraph.partial_energy`) with the atom of place p put at bond
-    ``r`` and angle ``theta`` and at each torsion of the grid :math:`\phi_g = -\pi + 2\pi g/G`,
-    :math:`G` = `PROFILE_POINTS`: the log of the Rosenbluth (configurational-bias) weights of
-    growing the molecule by that atom, up to a constant."""
-    grid = -jnp.pi + 2 * jnp.pi * jnp.arange(PROFILE_POINTS, dtype=x.dtype) / PROFILE_POINTS
+def partial_energy_profile(graph: MoleculeGraph, x: Float[Array, "n 3"], p, r, theta, phi) -> Float[Array, " points"]:
+    r""":math:`-\beta U_p` (`MoleculeGraph.partial_energy`) with the atom of place p put at bond ``r``
+    and at each (``theta``, ``phi``) of a grid (1-D arrays of one length, or a scalar for one):
+    the log of the Rosenbluth (configurational-bias) weights of growing the molecule by that atom,
+    up to a constant."""
+    theta, phi = jnp.broadcast_arrays(theta, phi)
     xj, xk, xl = _frame_atoms(graph, x, p)
-    ones = jnp.ones((PROFILE_POINTS, 1), x.dtype)
-    candidates = _nerf(xj * ones, xk * ones, xl * ones, r * ones[:, 0], theta * ones[:, 0], grid)
+    ones = jnp.ones((theta.shape[0], 1), x.dtype)
+    candidates = _nerf(xj * ones, xk * ones, xl * ones, r * ones[:, 0], theta, phi)
     energy = jax.vmap(lambda c: graph.partial_energy(x.at[p].set(c), p))(candidates)
     return -graph.beta * energy
 
 
-def _table(log_profile, scale):
-    """The periodic piecewise-linear density's node values exp(scale (l - max l)) + floor and their sum."""
-    values = jnp.exp(scale * (log_profile - jnp.max(log_profile))) + PROFILE_FLOOR
-    return values, jnp.sum(values) * (2 * jnp.pi / PROFILE_POINTS)
+def _table(log_nodes, scale, h):
+    """Node values exp(scale (l - max l)) + floor of a piecewise-linear density with bins of width
+    ``h`` between the nodes, and its integral."""
+    values = jnp.exp(scale * (log_nodes - jnp.max(log_nodes))) + PROFILE_FLOOR
+    return values, 0.5 * h * jnp.sum(values[:-1] + values[1:])
 
 
-def _table_log_prob(values, total, phi):
-    """log of the density interpolating ``values`` linearly on the periodic grid, normalised by ``total``."""
-    h = 2 * jnp.pi / PROFILE_POINTS
-    t = (phi + jnp.pi) / h
-    g = jnp.clip(jnp.floor(t), 0, PROFILE_POINTS - 1).astype(jnp.int32)
-    v0, v1 = values[g], values[(g + 1) % PROFILE_POINTS]
-    return jnp.log(v0 + (v1 - v0) * (t - g)) - jnp.log(total)
+def _table_log_prob(values, total, start, h, x):
+    """log of the density interpolating ``values`` (G + 1 nodes from ``start``, ``h`` apart)
+    linearly, normalised by ``total``; -inf outside the grid."""
+    bins = values.shape[0] - 1
+    t = (x - start) / h
+    g = jnp.clip(jnp.floor(t), 0, bins - 1).astype(jnp.int32)
+    v0, v1 = values[g], values[g + 1]
+    inside = (t >= 0) & (t <= bins)
+    density = jnp.where(inside, v0 + (v1 - v0) * (t - g), 1.0)
+    return jnp.where(inside, jnp.log(density) - jnp.log(total), -jnp.inf)
 
 
-def _table_sample(values, total, u):
-    """The inverse of that density's distribution function at ``u`` in (0, 1) (a quadratic in each bin)."""
-    h = 2 * jnp.pi / PROFILE_POINTS
-    v1s = jnp.roll(values, -1)
-    areas = 0.5 * h * (values + v1s)
+def _table_sample(values, total, start, h, u):
+    """The inverse of that density's distribution function at ``u`` in (0, 1) (a quadratic per bin)."""
+    bins = values.shape[0] - 1
+    areas = 0.5 * h * (values[:-1] + values[1:])
     cumulative = jnp.cumsum(areas)
     target = u * total
-    g = jnp.clip(jnp.searchsorted(cumulative, target, side="right"), 0, PROFILE_POINTS - 1)
+    g = jnp.clip(jnp.searchsorted(cumulative, target, side="right"), 0, bins - 1)
     a = jnp.clip(target - (cumulative[g] - areas[g]), 0.0, areas[g])
-    v0, slope = values[g], (v1s[g] - values[g]) / h
+    v0, slope = values[g], (values[g + 1] - values[g]) / h
     t = 2 * a / (v0 + jnp.sqrt(jnp.maximum(v0**2 + 2 * slope * a, 0.0)))
-    return -jnp.pi + g * h + t
+    return start + g * h + t
 
 
 class TransferableBG(eqx.Module):
@@ -359,7 +371,7 @@ class TransferableBG(eqx.Module):
     ``environment``: width of the placed-atom messages; ``width``/``depth``: the context MLP;
     ``knots``/``interval``: bins K and half-width B of the bond and angle splines (the torsion
     splines span the circle). The heads' last layers are zero: the initial model is the harmonic
-    force-field prior for bonds and angles and the partial-energy profile for torsions.
+    force-field prior for bonds and the partial-energy profiles for torsions and angles.
     """
 
     embed: eqx.nn.Linear
@@ -369,8 +381,8 @@ class TransferableBG(eqx.Module):
     env_out: eqx.nn.Linear
     trunk: eqx.nn.MLP
     head_r: eqx.nn.MLP
-    head_theta: eqx.nn.MLP
     head_phi: eqx.nn.MLP
+    head_theta: eqx.nn.MLP
     knots: int = eqx.field(static=True)
     interval: float = eqx.field(static=True)
 
@@ -392,12 +404,12 @@ class TransferableBG(eqx.Module):
         context_in = 4 * hidden + environment + 4 + 3
         self.trunk = eqx.nn.MLP(context_in, width, width, depth - 1, jax.nn.silu, final_activation=jax.nn.silu,
                                 key=next(keys))
-        real_out, phi_out = 3 * knots + 2, 3 * knots + 2
+        real_out, theta_out, phi_out = 3 * knots + 2, 3 * knots + 3, 3 * knots + 2
         zero_last = lambda mlp: eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
                                             (jnp.zeros_like(mlp.layers[-1].weight), jnp.zeros_like(mlp.layers[-1].bias)))
         self.head_r = zero_last(eqx.nn.MLP(width, real_out, width // 2, 1, jax.nn.silu, key=next(keys)))
-        self.head_theta = zero_last(eqx.nn.MLP(width + 1, real_out, width // 2, 1, jax.nn.silu, key=next(keys)))
-        self.head_phi = zero_last(eqx.nn.MLP(width + 2, phi_out, width // 2, 1, jax.nn.silu, key=next(keys)))
+        self.head_phi = zero_last(eqx.nn.MLP(width + 1, phi_out, width // 2, 1, jax.nn.silu, key=next(keys)))
+        self.head_theta = zero_last(eqx.nn.MLP(width + 3, theta_out, width // 2, 1, jax.nn.silu, key=next(keys)))
         self.knots, self.interval = knots, float(interval)
 
     # ------------------------------------------------------------------ context
@@ -453,38 +465,62 @@ class TransferableBG(eqx.Module):
         y, log_det = _transform(z, raw, False, self.knots, self.interval, inverse=False)
         return loc + scale * (mu + sigma * y), _log_normal(z) - log_det - jnp.log(sigma) - jnp.log(scale)
 
-    def _phi_parameters(self, graph, x, p, context, u_r, u_theta, r, theta):
-        raw = self.head_phi(jnp.concatenate([context, u_r[None] / 4, u_theta[None] / 4]))
+    def _phi_base(self, graph, x, p, context, u_r, r):
+        """The torsion spline's parameters and its base: the profile on the circle at theta_0."""
+        raw = self.head_phi(jnp.concatenate([context, u_r[None] / 4]))
         scale = jax.nn.softplus(raw[3 * self.knots + 1] + math.log(math.e - 1))
-        log_profile = jax.lax.stop_gradient(torsion_profile(graph, x, p, r, theta))
-        return raw[: 3 * self.knots + 1], _table(log_profile, scale)
+        grid = -jnp.pi + 2 * jnp.pi * jnp.arange(PROFILE_POINTS, dtype=x.dtype) / PROFILE_POINTS
+        log_profile = jax.lax.stop_gradient(partial_energy_profile(graph, x, p, r, graph.prior[p, 2], grid))
+        nodes = jnp.concatenate([log_profile, log_profile[:1]])  # periodic: the last node is the first
+        return raw[: 3 * self.knots + 1], _table(nodes, scale, 2 * jnp.pi / PROFILE_POINTS)
+
+    def _theta_base(self, graph, x, p, context, u_r, r, phi):
+        """The angle's spline, shift and scale, and its base on the standardised grid `ANGLE_GRID`:
+        the profile at the drawn torsion (places >= 3), the harmonic prior before."""
+        out = self.head_theta(jnp.concatenate([context, u_r[None] / 4, jnp.stack([jnp.cos(phi), jnp.sin(phi)])]))
+        raw, mu, sigma = _real_head_split(out, self.knots)
+        scale = jax.nn.softplus(out[3 * self.knots + 2] + math.log(math.e - 1))
+        u = jnp.asarray(ANGLE_GRID, x.dtype)
+        prior = graph.prior[p]
+        profile = partial_energy_profile(graph, x, p, r, prior[2] + prior[3] * u, phi)
+        log_profile = jax.lax.stop_gradient(jnp.where(p >= 3, profile, -0.5 * u**2))
+        return raw, mu, sigma, _table(log_profile, scale, u[1] - u[0])
 
     def place_log_prob(self, graph: MoleculeGraph, x, p, context, r, theta, phi) -> Float[Array, " 3"]:
-        """log q(r | C), log q(theta | r, C), log q(phi | r, theta, C) of place p (positions ``x``
-        by place; only the atoms placed before p are read)."""
+        """log q(r | C), log q(theta | r, phi, C), log q(phi | r, C) of place p (positions ``x`` by
+        place; only the atoms placed before p are read)."""
         prior = graph.prior[p]
         u_r = (r - prior[0]) / prior[1]
-        u_theta = (theta - prior[2]) / prior[3]
         log_r = self._real_log_prob(self.head_r(context), r, prior[0], prior[1])
-        out_theta = self.head_theta(jnp.concatenate([context, u_r[None] / 4]))
-        log_theta = self._real_log_prob(out_theta, theta, prior[2], prior[3])
-        raw_phi, (values, total) = self._phi_parameters(graph, x, p, context, u_r, u_theta, r, theta)
+        raw_phi, (values, total) = self._phi_base(graph, x, p, context, u_r, r)
         base, log_det = _transform(phi, raw_phi, True, self.knots, self.interval, inverse=True)
-        return jnp.stack([log_r, log_theta, _table_log_prob(values, total, base) + log_det])
+        log_phi = _table_log_prob(values, total, -jnp.pi, 2 * jnp.pi / PROFILE_POINTS, base) + log_det
+        raw, mu, sigma, (values, total) = self._theta_base(graph, x, p, context, u_r, r, phi)
+        y = ((theta - prior[2]) / prior[3] - mu) / sigma
+        base, log_det = _transform(y, raw, False, self.knots, self.interval, inverse=True)
+        log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], ANGLE_GRID[1] - ANGLE_GRID[0], base) + log_det
+                     - jnp.log(sigma) - jnp.log(prior[3]))
+        return jnp.stack([log_r, log_theta, log_phi])
 
     def place_sample(self, graph: MoleculeGraph, x, p, context, noise) -> tuple[Float[Array, " 3"], Float[Array, " 3"]]:
-        """(r, theta, phi) of place p from ``noise`` = (z_r, z_theta ~ N(0, 1), z_phi ~ U(-pi, pi))
-        and their three log-densities."""
+        """(r, theta, phi) of place p from ``noise`` = (z_r, z_theta ~ N(0, 1), z_phi ~ U(-pi, pi)),
+        drawn in the order r, phi, theta, and their three log-densities."""
         prior = graph.prior[p]
         r, log_r = self._real_sample(self.head_r(context), noise[0], prior[0], prior[1])
         u_r = (r - prior[0]) / prior[1]
-        out_theta = self.head_theta(jnp.concatenate([context, u_r[None] / 4]))
-        theta, log_theta = self._real_sample(out_theta, noise[1], prior[2], prior[3])
-        u_theta = (theta - prior[2]) / prior[3]
-        raw_phi, (values, total) = self._phi_parameters(graph, x, p, context, u_r, u_theta, r, theta)
-        base = _table_sample(values, total, (noise[2] + jnp.pi) / (2 * jnp.pi))
+        raw_phi, (values, total) = self._phi_base(graph, x, p, context, u_r, r)
+        h = 2 * jnp.pi / PROFILE_POINTS
+        base = _table_sample(values, total, -jnp.pi, h, (noise[2] + jnp.pi) / (2 * jnp.pi))
         phi, log_det = _transform(base, raw_phi, True, self.knots, self.interval, inverse=False)
-        return jnp.stack([r, theta, phi]), jnp.stack([log_r, log_theta, _table_log_prob(values, total, base) - log_det])
+        log_phi = _table_log_prob(values, total, -jnp.pi, h, base) - log_det
+        raw, mu, sigma, (values, total) = self._theta_base(graph, x, p, context, u_r, r, jnp.where(p >= 3, phi, 0.0))
+        h = ANGLE_GRID[1] - ANGLE_GRID[0]
+        base = _table_sample(values, total, ANGLE_GRID[0], h, jax.scipy.special.ndtr(noise[1]))
+        y, log_det = _transform(base, raw, False, self.knots, self.interval, inverse=False)
+        theta = prior[2] + prior[3] * (mu + sigma * y)
+        log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], h, base) - log_det - jnp.log(sigma)
+                     - jnp.log(prior[3]))
+        return jnp.stack([r, theta, phi]), jnp.stack([log_r, log_theta, log_phi])
 
     # ------------------------------------------------------------------ one molecule, one configuration
 
