@@ -52,7 +52,8 @@ The three 1-D densities (the conditional flow of one atom, autoregressive in the
   distribution function (a quadratic per bin): continuous and periodic.
 * :math:`\theta_p = \theta^0_p + s_\theta (\mu + \sigma\, g(b))` with the spline :math:`g` as
   for :math:`r`, and a base :math:`b` on the standardised grid `ANGLE_GRID` (:math:`\pm 12`
-  thermal widths; zero beyond) whose density is the partial-energy profile of the atom at
+  thermal widths; exponential tails beyond, so that no angle has zero density) whose density is
+  the partial-energy profile of the atom at
   :math:`r_p, \phi_p` and the grid's angles (the harmonic :math:`e^{-b^2/2}` for the places 1, 2,
   which have no torsion), likewise interpolated and scaled.
 
@@ -116,7 +117,7 @@ PROFILE_POINTS = 180
 """Grid points of the partial-energy profile of a torsion on the circle (2 degrees apart)."""
 ANGLE_GRID = tuple(np.linspace(-12.0, 12.0, 121))
 """The grid of the partial-energy profile of an angle, in thermal widths s_theta about theta_0;
-the angle's base density is 0 beyond it."""
+beyond it the angle's base density has exponential tails (any angle has a finite log q)."""
 PROFILE_FLOOR = 1e-3
 """The profile density's floor, relative to its maximum (the base's tails)."""
 MIN_DISTANCE = 0.05
@@ -332,36 +333,51 @@ def partial_energy_profile(graph: MoleculeGraph, x: Float[Array, "n 3"], p, r, t
     return -graph.beta * energy
 
 
-def _table(log_nodes, scale, h):
+def _table(log_nodes, scale, h, tails: bool = False):
     """Node values exp(scale (l - max l)) + floor of a piecewise-linear density with bins of width
-    ``h`` between the nodes, and its integral."""
+    ``h`` between the nodes, and its integral; with ``tails``, plus exponential tails
+    v_0 e^{x - start} and v_G e^{end - x} beyond the grid (areas v_0 and v_G)."""
     values = jnp.exp(scale * (log_nodes - jnp.max(log_nodes))) + PROFILE_FLOOR
-    return values, 0.5 * h * jnp.sum(values[:-1] + values[1:])
+    total = 0.5 * h * jnp.sum(values[:-1] + values[1:])
+    return values, total + (values[0] + values[-1] if tails else 0.0)
 
 
-def _table_log_prob(values, total, start, h, x):
+def _table_log_prob(values, total, start, h, x, tails: bool = False):
     """log of the density interpolating ``values`` (G + 1 nodes from ``start``, ``h`` apart)
-    linearly, normalised by ``total``; -inf outside the grid."""
+    linearly, normalised by ``total``; beyond the grid its exponential tails (``tails``) or 0."""
     bins = values.shape[0] - 1
     t = (x - start) / h
     g = jnp.clip(jnp.floor(t), 0, bins - 1).astype(jnp.int32)
     v0, v1 = values[g], values[g + 1]
     inside = (t >= 0) & (t <= bins)
-    density = jnp.where(inside, v0 + (v1 - v0) * (t - g), 1.0)
-    return jnp.where(inside, jnp.log(density) - jnp.log(total), -jnp.inf)
+    log_inside = jnp.log(jnp.where(inside, v0 + (v1 - v0) * (t - g), 1.0))
+    if tails:
+        end = start + bins * h
+        outside = jnp.where(x < start, jnp.log(values[0]) + (x - start), jnp.log(values[-1]) - (x - end))
+    else:
+        outside = -jnp.inf
+    return jnp.where(inside, log_inside, outside) - jnp.log(total)
 
 
-def _table_sample(values, total, start, h, u):
-    """The inverse of that density's distribution function at ``u`` in (0, 1) (a quadratic per bin)."""
+def _table_sample(values, total, start, h, u, tails: bool = False):
+    """The inverse of that density's distribution function at ``u`` in (0, 1) (a quadratic per
+    bin, a logarithm in the tails)."""
     bins = values.shape[0] - 1
     areas = 0.5 * h * (values[:-1] + values[1:])
     cumulative = jnp.cumsum(areas)
-    target = u * total
+    left = values[0] if tails else 0.0
+    target = u * total - left
     g = jnp.clip(jnp.searchsorted(cumulative, target, side="right"), 0, bins - 1)
     a = jnp.clip(target - (cumulative[g] - areas[g]), 0.0, areas[g])
     v0, slope = values[g], (values[g + 1] - values[g]) / h
     t = 2 * a / (v0 + jnp.sqrt(jnp.maximum(v0**2 + 2 * slope * a, 0.0)))
-    return start + g * h + t
+    x = start + g * h + t
+    if not tails:
+        return x
+    end = start + bins * h
+    below = start + jnp.log(jnp.clip(u * total / values[0], 1e-300, 1.0))
+    beyond = end - jnp.log(jnp.clip(1 - (target - cumulative[-1]) / values[-1], 1e-300, 1.0))
+    return jnp.where(target < 0, below, jnp.where(target > cumulative[-1], beyond, x))
 
 
 class TransferableBG(eqx.Module):
@@ -484,7 +500,7 @@ class TransferableBG(eqx.Module):
         prior = graph.prior[p]
         profile = partial_energy_profile(graph, x, p, r, prior[2] + prior[3] * u, phi)
         log_profile = jax.lax.stop_gradient(jnp.where(p >= 3, profile, -0.5 * u**2))
-        return raw, mu, sigma, _table(log_profile, scale, u[1] - u[0])
+        return raw, mu, sigma, _table(log_profile, scale, u[1] - u[0], tails=True)
 
     def place_log_prob(self, graph: MoleculeGraph, x, p, context, r, theta, phi) -> Float[Array, " 3"]:
         """log q(r | C), log q(theta | r, phi, C), log q(phi | r, C) of place p (positions ``x`` by
@@ -498,7 +514,7 @@ class TransferableBG(eqx.Module):
         raw, mu, sigma, (values, total) = self._theta_base(graph, x, p, context, u_r, r, phi)
         y = ((theta - prior[2]) / prior[3] - mu) / sigma
         base, log_det = _transform(y, raw, False, self.knots, self.interval, inverse=True)
-        log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], ANGLE_GRID[1] - ANGLE_GRID[0], base) + log_det
+        log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], ANGLE_GRID[1] - ANGLE_GRID[0], base, True) + log_det
                      - jnp.log(sigma) - jnp.log(prior[3]))
         return jnp.stack([log_r, log_theta, log_phi])
 
@@ -515,10 +531,10 @@ class TransferableBG(eqx.Module):
         log_phi = _table_log_prob(values, total, -jnp.pi, h, base) - log_det
         raw, mu, sigma, (values, total) = self._theta_base(graph, x, p, context, u_r, r, jnp.where(p >= 3, phi, 0.0))
         h = ANGLE_GRID[1] - ANGLE_GRID[0]
-        base = _table_sample(values, total, ANGLE_GRID[0], h, jax.scipy.special.ndtr(noise[1]))
+        base = _table_sample(values, total, ANGLE_GRID[0], h, jax.scipy.special.ndtr(noise[1]), True)
         y, log_det = _transform(base, raw, False, self.knots, self.interval, inverse=False)
         theta = prior[2] + prior[3] * (mu + sigma * y)
-        log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], h, base) - log_det - jnp.log(sigma)
+        log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], h, base, True) - log_det - jnp.log(sigma)
                      - jnp.log(prior[3]))
         return jnp.stack([r, theta, phi]), jnp.stack([log_r, log_theta, log_phi])
 
