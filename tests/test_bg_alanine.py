@@ -95,7 +95,8 @@ def bijection_figures(ic, x):
     q, inverse_log_det = jax.vmap(ic.inverse_and_log_det)(y)
     back, log_det = jax.vmap(ic.transform_and_log_det)(q)
     jacobian_log_det = jnp.linalg.slogdet(jax.vmap(jax.jacfwd(ic.transform))(q))[1]
-    return y, q, inverse_log_det, back, log_det, jacobian_log_det, jax.vmap(ic.internal)(x), jax.vmap(ic.to_cartesian)(y)
+    internal, canonical = jax.vmap(ic.internal)(x), jax.vmap(ic.to_cartesian)(y)
+    return y, q, inverse_log_det, back, log_det, jacobian_log_det, internal, canonical
 
 
 def test_internal_coordinates_invert_and_log_det_is_the_jacobian(ad, ic):
@@ -314,7 +315,7 @@ def test_model_file_tiny_run(ad, tmp_path):
     analysis = model.analyze(problem.target, sol.family, config)
     figures = model.observables(problem.target, sol.family, config, analysis)
     for key in ("ess", "log_z", "held_out_nll", "kl_flow", "kl_reweighted", "kl_md_train", "kl_flow_floor",
-                "wrong_chirality_fraction", "delta_f_c7ax_reweighted", "delta_f_c5_md"):
+                "kl_md_ladder", "wrong_chirality_fraction", "delta_f_c7ax_reweighted", "delta_f_c5_md"):
         assert key in figures
     assert math.isfinite(figures["log_z"]) and math.isfinite(figures["held_out_nll"])
     assert 1 <= figures["ess"] <= 64 and 0 <= figures["wrong_chirality_fraction"] <= 1
@@ -335,9 +336,9 @@ def test_model_file_acceptance_run(tmp_path):
       reweighted C7ax free energy resolved to better than kT;
     * both reweighted free-energy differences agree with the MD reference within 3 combined
       standard errors (the MD error from its independent ladders);
-    * the raw samples' Ramachandran KL from the held-out MD is below that of an exact sampler with
-      as many samples (kl_flow_floor) plus the KL between the two MD halves (the reference's own
-      noise), plus 3 standard deviations of the floor.
+    * the Ramachandran KL from the held-out MD of the flow's samples, raw and reweighted, is below
+      that of one training ladder of the MD (the median over them): the flow's 20,000 samples are
+      at least as close to the reference as a replica-exchange run as long as each held-out one.
     """
     model = load_model(MODEL)
     config = dict(model.DEFAULTS)
@@ -352,4 +353,4 @@ def test_model_file_acceptance_run(tmp_path):
         difference = f[f"delta_f_{state}_reweighted"] - f[f"delta_f_{state}_md"]
         error = math.hypot(f[f"delta_f_{state}_reweighted_stderr"], f[f"delta_f_{state}_md_stderr"])
         assert abs(difference) < 3 * error, (state, difference, error)
-    assert f["kl_flow"] < f["kl_flow_floor"] + f["kl_md_train"] + 3 * f["kl_flow_floor_sd"], f
+    assert f["kl_flow"] < f["kl_md_ladder"] and f["kl_reweighted"] < f["kl_md_ladder"], f

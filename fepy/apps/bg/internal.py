@@ -74,9 +74,11 @@ import paramax
 from flowjax.bijections import AbstractBijection, Chain
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from ...families.flow import Flow
 from ...targets.energy import Energy
 from ..tps.metrics import wrap_angle
 from ..tps.molecular import dihedral
+from .splines import NormalUniform, coupling_flow
 
 
 def _angle(x: Float[Array, "atoms 3"], atoms: Int[np.ndarray, "m 3"]) -> Float[Array, " m"]:
@@ -455,16 +457,13 @@ def internal_coordinate_flow(
     *,
     spread: float = 0.5,
     **coupling,
-):
+) -> Flow:
     r"""A Boltzmann generator on the reduced canonical-frame space of a molecule: the `fepy.Flow`
     :math:`\tilde y = f_{\rm IC}(g(h_\theta(z)))` with :math:`z` from `NormalUniform`,
     :math:`h_\theta` a `coupling_flow` (``coupling``: its keyword arguments), :math:`g` the
     `Standardise` map fitted to the internal coordinates ``q`` (rows, e.g. of MD frames) and
     :math:`f_{\rm IC}` the `InternalCoordinates` bijection; the torsions whose circular spread
     on ``q`` exceeds ``spread`` rad are periodic (`periodic_mask`). Its log q is exact."""
-    from ...families.flow import Flow
-    from .splines import NormalUniform, coupling_flow
-
     zmatrix = coordinates.zmatrix
     periodic = periodic_mask(zmatrix, q, spread)
     standardise = Standardise.from_data(zmatrix, q, periodic)
