@@ -200,6 +200,17 @@ def test_coupling_layer_is_continuous_in_a_periodic_condition_and_exact():
     np.testing.assert_allclose(inverse_log_det, -log_det, rtol=0, atol=1e-10)
 
 
+def test_spline_pieces_reject_bad_input():
+    with pytest.raises(ValueError, match="masks of shape"):
+        MixedSplineCoupling(jax.random.key(0), jnp.array([True, False]), jnp.array([True, False, False]), knots=4,
+                            interval=3.0, width=4, depth=1)
+    with pytest.raises(ValueError, match="knots >= 2"):
+        MixedSplineCoupling(jax.random.key(0), jnp.array([True, False]), jnp.array([True, False]), knots=1,
+                            interval=3.0, width=4, depth=1)
+    with pytest.raises(ValueError, match="boolean mask"):
+        NormalUniform(np.array([1.0, 0.0]))
+
+
 def test_normal_uniform_base_is_normalised():
     base = NormalUniform(np.array([True, False]))
     x, log_q = base.sample_and_log_prob(jax.random.key(0), 1000)

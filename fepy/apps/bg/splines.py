@@ -130,6 +130,14 @@ class MixedSplineCoupling(AbstractBijection):
         self.knots, self.interval, self.shape = knots, interval, (dim,)
         self.conditioner = eqx.nn.MLP(3 * dim, dim * (3 * knots + 1), width, depth, jax.nn.relu, key=key)
 
+    def __check_init__(self):
+        if self.transformed.shape != self.periodic.shape or self.transformed.shape[-1:] != self.shape:
+            raise ValueError(f"MixedSplineCoupling transformed and periodic must be masks of shape {self.shape}, got "
+                             f"{self.transformed.shape} and {self.periodic.shape}")
+        if self.knots < 2 or not (self.interval > 0 and math.isfinite(self.interval)):
+            raise ValueError(f"MixedSplineCoupling needs knots >= 2 and a positive finite interval, got "
+                             f"{self.knots}, {self.interval}")
+
     def _parameters(self, x):
         kept = ~self.transformed
         features = jnp.concatenate([jnp.where(kept & ~self.periodic, x, 0.0),
