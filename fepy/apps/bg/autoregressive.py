@@ -37,9 +37,7 @@ The three 1-D densities (the conditional flow of one atom, autoregressive in the
 * :math:`r_p = r^0_p + s_r (\mu + \sigma\, g(z))`, :math:`z \sim N(0, 1)`, :math:`g` a monotone
   rational-quadratic spline on :math:`[-B, B]` (identity outside), :math:`\mu, \sigma > 0` and the
   spline's bins outputs of the r-head; at initialisation (zero last layers) the harmonic density
-  :math:`N(r^0, s_r^2)`. A bond beyond its domain (:math:`r \le 0`: over 30 thermal widths for
-  AMBER's bonds) is not excluded: its mass is :math:`< 10^{-100}` at initialisation, and the
-  model's exactness holds on the domain.
+  :math:`N(r^0, s_r^2)`.
 * :math:`\phi_p = \mathrm{wrap}(c(b) + s)`, :math:`c` a circular spline (equal end slopes) and
   :math:`s` a rotation (`splines`), from a base :math:`b` whose density on the circle is the
   *partial-energy profile* of the new atom: the atom is put at bond :math:`r_p`, angle
@@ -56,6 +54,13 @@ The three 1-D densities (the conditional flow of one atom, autoregressive in the
   the partial-energy profile of the atom at
   :math:`r_p, \phi_p` and the grid's angles (the harmonic :math:`e^{-b^2/2}` for the places 1, 2,
   which have no torsion), likewise interpolated and scaled.
+
+A bond or an angle beyond its domain (:math:`r \le 0`, :math:`\theta \notin (0, \pi)`: over 12
+thermal widths away for AMBER's terms, in the floor's exponential tail) is not excluded by these
+densities; the model is exact on the domain, and a sample beyond it (a mass below
+`PROFILE_FLOOR` per angle at initialisation) has a NaN :math:`\log q` (the log-determinant of
+`InternalCoordinates` is undefined there), which the importance weights of the model file count
+as zero.
 
 The profiles are the Rosenbluth weights of configurational-bias Monte Carlo (Rosenbluth &
 Rosenbluth 1955; Siepmann & Frenkel 1992), used as the bases of learnt flows: what the placed atoms
@@ -118,8 +123,10 @@ PROFILE_POINTS = 180
 ANGLE_GRID = tuple(np.linspace(-12.0, 12.0, 121))
 """The grid of the partial-energy profile of an angle, in thermal widths s_theta about theta_0;
 beyond it the angle's base density has exponential tails (any angle has a finite log q)."""
-PROFILE_FLOOR = 1e-3
-"""The profile density's floor, relative to its maximum (the base's tails)."""
+PROFILE_FLOOR = 1e-6
+"""The profile density's floor, relative to its maximum: :math:`\log q` stays finite where the
+profile is far below its peak (a mass of about 1e-5 per coordinate; a floor of 1e-3 put about 1 %
+of each angle's and 3 % of a narrow torsion's draws far from its peak)."""
 MIN_DISTANCE = 0.05
 """nm: pair distances in the partial energy are clipped below this (a conditioning signal, not U)."""
 
