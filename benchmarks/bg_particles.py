@@ -8,7 +8,8 @@ matching; ``analyze``: the independent held-out data and the flow's samples and 
 set's SMC log Z, KL(p||q) = NLL - H(p), the reweighted mean energy against the held-out one,
 the training step time and the flow's sampling and likelihood throughput. All densities are on
 the centre-of-mass-free subspace (`fepy.apps.bg.particles`). Writes
-benchmarks/results/bg/SYSTEM_bg[_TAG].json with the published figures of `PUBLISHED` beside ours.
+benchmarks/results/bg/SYSTEM_bg[_TAG].json with the published figures of `PUBLISHED` beside ours,
+and the first seed's pair-distance and energy histograms (`fepy.apps.bg.evaluation.plot`) as .png.
 """
 
 import json
@@ -22,7 +23,7 @@ import jax
 import numpy as np
 
 import fepy
-from fepy.apps.bg import recipes
+from fepy.apps.bg import evaluation, recipes
 from fepy.cli import load_model, minimize_key, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +50,8 @@ PUBLISHED = {
 }
 
 
-def run_seed(model, config: dict) -> dict:
-    """One seed: the stages of ``fepy run``, timed."""
+def run_seed(model, config: dict, plot_path: Path | None = None) -> dict:
+    """One seed: the stages of ``fepy run``, timed; with ``plot_path``, the model's figure there."""
     t0 = time.perf_counter()
     problem = model.build(config)
     t1 = time.perf_counter()
@@ -63,6 +64,10 @@ def run_seed(model, config: dict) -> dict:
     analysis = recipes.evaluate(problem.target, sol.family, test, config)
     t4 = time.perf_counter()
     observed = model.observables(problem.target, sol.family, config, (analysis, test))
+    if plot_path is not None:
+        evaluation.plot(problem.target, analysis, plot_path,
+                        f"{plot_path.stem}, seed {config['seed']}: ESS {observed['ess_fraction']:.1%}, "
+                        f"NLL {observed['nll']:.2f}, KL(p||q) {observed['kl_forward']:.2f}")
     n, m = analysis.log_w.shape[0], analysis.test_log_q.shape[0]
     return dict(
         seed=config["seed"], **observed,
@@ -84,10 +89,15 @@ def main(argv):
     sets = [a for a in rest if "=" in a]
     model = load_model(ROOT / "models" / f"{system}_bg.py")
     overrides = parse_sets(sets, model.DEFAULTS, f"{system}_bg")
+    tag = "_".join(s.replace("=", "-") for s in sets)
+    stem = f"{system}_bg_{tag}" if tag else f"{system}_bg"
+    results = ROOT / "benchmarks" / "results" / "bg"
+    results.mkdir(parents=True, exist_ok=True)
     rows = []
     load_start = os.getloadavg()[0]
     for seed in seeds:
-        row = run_seed(model, {**model.DEFAULTS, **overrides, "seed": seed})
+        plot_path = results / f"{stem}.png" if seed == seeds[0] else None
+        row = run_seed(model, {**model.DEFAULTS, **overrides, "seed": seed}, plot_path)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -104,9 +114,7 @@ def main(argv):
         load_average_end=os.getloadavg(), jax=jax.__version__, float64=bool(jax.config.jax_enable_x64),
         date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    tag = "_".join(s.replace("=", "-") for s in sets)
-    out = ROOT / "benchmarks" / "results" / "bg" / (f"{system}_bg_{tag}.json" if tag else f"{system}_bg.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results / f"{stem}.json"
     out.write_text(json.dumps(result, indent=1))
     print(f"{system}: ESS {result['summary']['ess_fraction'][0]:.3f}, NLL {result['summary']['nll'][0]:.3f} "
           f"over {len(seeds)} seed(s); wrote {out}")

@@ -270,3 +270,20 @@ def test_model_tiny_run_writes_its_estimates(name, tmp_path):
     assert analysis[0].test.shape == (40, problem.target.dim) and sol.trace["loss"].shape == (20,)
     assert model.plots(problem.target, sol.family, tmp_path, {}, analysis) == ["distances_energies.png"]
     assert (tmp_path / "distances_energies.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_dw4_acceptance():
+    """models/dw4_bg.py with its defaults (float64 here). Statistical consistency: the flow's
+    importance-sampling log Z agrees with the independent SMC log Z of the held-out data, and the
+    reweighted mean energy with the held-out samples' mean, each within 4 combined standard errors
+    (plus the O(1/ESS) downward bias of log Z-hat); the Gibbs inequality KL(p||q) = NLL - H(p) >= 0
+    within 4 standard errors of the NLL. Usefulness floor (not a published figure): ESS >= 10 % of
+    the 2,000 samples."""
+    model, problem, sol, analysis, out = tiny_run("dw4_bg")
+    assert out["ess_fraction"] >= 0.1, out
+    log_z_error = math.hypot(out["log_z_stderr"], out["reference_log_z_stderr"])
+    assert abs(out["log_z"] - out["reference_log_z"]) < 4 * log_z_error + 1.0 / out["ess"], out
+    energy_error = math.hypot(out["energy_reweighted_stderr"], out["energy_md_stderr"])
+    assert abs(out["energy_reweighted"] - out["energy_md"]) < 4 * energy_error, out
+    assert out["kl_forward"] > -4 * out["nll_stderr"], out

@@ -57,9 +57,12 @@ from jax_md import energy as md_energy
 from jax_md import space
 from jaxtyping import Array, Float, PRNGKeyArray
 
-import fepy
-
+from ..._minimize import minimize
 from ...families.density import AbstractDensity
+from ...families.particles import Particles
+from ...solvers.moves import HMC, AbstractMove
+from ...solvers.particle_flows import Wasserstein, WassersteinFisherRao
+from ...solvers.schedules import AdaptiveCESS, Constant
 from ...targets.energy import Energy
 
 _DISPLACEMENT, _ = space.free()
@@ -243,7 +246,7 @@ def equilibrium_samples(
     *,
     key: PRNGKeyArray,
     base_scale: float = 1.0,
-    move: fepy.AbstractMove | None = None,
+    move: AbstractMove | None = None,
     anneal_cess: float = 0.95,
     anneal_steps: int = 300,
     decorrelation_steps: int = 1000,
@@ -267,12 +270,12 @@ def equilibrium_samples(
     calls with different keys give independent sample sets (a train / held-out split).
     """
     if move is None:
-        move = fepy.HMC(step_size=0.05, num_steps=10)
+        move = HMC(step_size=0.05, num_steps=10)
     base = CoMFreeGaussian(target.n_particles, target.space_dim, base_scale)
     keys = jax.random.split(key, 4)
-    particles = fepy.Particles.from_base(base, n, key=keys[0])
-    smc = fepy.WassersteinFisherRao(schedule=fepy.AdaptiveCESS(anneal_cess), move=move, islands=islands)
-    annealed = fepy.minimize(target, particles, smc, steps=anneal_steps, key=keys[1])
+    particles = Particles.from_base(base, n, key=keys[0])
+    smc = WassersteinFisherRao(schedule=AdaptiveCESS(anneal_cess), move=move, islands=islands)
+    annealed = minimize(target, particles, smc, steps=anneal_steps, key=keys[1])
     lam = float(annealed.trace["lam"][-1])
     if lam < 1.0:
         raise RuntimeError(
@@ -281,11 +284,11 @@ def equilibrium_samples(
         )
     family = annealed.family
     index = jax.random.categorical(keys[2], family.log_weights, shape=(n,))
-    equal = fepy.Particles(family.positions[index], jnp.zeros(n, family.positions.dtype), family.base)
+    equal = Particles(family.positions[index], jnp.zeros(n, family.positions.dtype), family.base)
     step_size = float(jnp.mean(annealed.trace["step_size"][-1]))
-    chains = fepy.Wasserstein(move=eqx.tree_at(lambda m: m.step_size, move, step_size),
-                              schedule=fepy.Constant(1.0), islands=islands)
-    decorrelated = fepy.minimize(target, equal, chains, steps=decorrelation_steps, key=keys[3])
+    chains = Wasserstein(move=eqx.tree_at(lambda m: m.step_size, move, step_size), schedule=Constant(1.0),
+                         islands=islands)
+    decorrelated = minimize(target, equal, chains, steps=decorrelation_steps, key=keys[3])
     return EquilibriumSamples(
         positions=target.remove_com(decorrelated.family.positions),
         log_z=jnp.asarray(annealed.log_z),
