@@ -86,8 +86,9 @@ molecule (any the force field parametrises); `TransferableBG.bind` gives the `Bo
 molecule, or of several at once (the product density on the concatenated reduced vectors,
 :math:`\log q = \sum_m \log q_m`), which trains all of them jointly by `fepy.ForwardKL` on
 rows that concatenate one MD frame of each molecule (`JointEnergy` is the matching product
-target). The graphs are padded to a common number of atoms and the networks are applied to all
-molecules at once (``jax.vmap``).
+target). The graphs are padded to a common number of atoms; the molecules are evaluated one after
+the other in one compiled program. The graphs' arrays are data: their gradient is stopped, so a
+solver that trains every inexact leaf of the family trains the shared parameters only.
 """
 
 import math
@@ -627,6 +628,12 @@ class BoundBG(AbstractDensity):
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *(g.pad(*sizes) for g in graphs))
         return cls(model, stacked, tuple(coordinates), chunk)
 
+    def _fixed_graphs(self) -> MoleculeGraph:
+        """The graphs are data, not parameters: their float arrays (features, force field) are
+        leaves of this module, so a solver that trains every inexact leaf would move them; the
+        gradient is stopped here (Adam then leaves them unchanged)."""
+        return jax.lax.stop_gradient(self.graphs)
+
     @property
     def dims(self) -> tuple[int, ...]:
         return tuple(c.shape[0] for c in self.coordinates)
@@ -655,10 +662,11 @@ class BoundBG(AbstractDensity):
     def _log_prob_rows(self, y: Float[Array, "b dim"]) -> Float[Array, " b"]:
         xs, qs, neg = zip(*(jax.vmap(lambda v, c=c: self._places(c, v))(part)
                             for c, part in zip(self.coordinates, self._split(y))))
-        x, q = jnp.stack(xs), jnp.stack(qs)  # (molecules, b, n, 3)
-        per_molecule = jax.vmap(lambda g, xm, qm: jax.vmap(lambda a, b: self.model.internal_log_prob(g, a, b))(xm, qm))
-        log_q = per_molecule(self.graphs, x, q)  # (molecules, b)
-        return jnp.sum(log_q, axis=0) + sum(neg)
+        log_q = 0.0
+        for m, (x, q) in enumerate(zip(xs, qs)):
+            graph = jax.tree.map(lambda a: a[m], self._fixed_graphs())
+            log_q = log_q + jax.vmap(lambda a, b: self.model.internal_log_prob(graph, a, b))(x, q)
+        return log_q + sum(neg)
 
     def log_prob(self, x: Float[Array, "... dim"]) -> Float[Array, "..."]:
         r""":math:`\log q(\tilde y)`, exact (module docstring)."""
@@ -680,11 +688,13 @@ class BoundBG(AbstractDensity):
         shape = (molecules, n, self.graphs.n)
         noise = jnp.concatenate([jax.random.normal(normal_key, shape + (2,), dtype),
                                  jax.random.uniform(uniform_key, shape + (1,), dtype, -jnp.pi, jnp.pi)], -1)
-        q, log_q = jax.vmap(lambda g, e: jax.vmap(lambda ei: self.model.internal_sample(g, ei))(e))(self.graphs, noise)
-        ys, total = [], jnp.sum(log_q, axis=0)
+        ys, total = [], 0.0
         for m, c in enumerate(self.coordinates):
+            graph = jax.tree.map(lambda a: a[m], self._fixed_graphs())
+            q, log_q = jax.vmap(lambda e: self.model.internal_sample(graph, e))(noise[m])
+            total = total + log_q
             k = c.zmatrix.n_atoms
-            flat = jnp.concatenate([q[m, :, 1:k, 0], q[m, :, 2:k, 1], q[m, :, 3:k, 2]], axis=-1)
+            flat = jnp.concatenate([q[:, 1:k, 0], q[:, 2:k, 1], q[:, 3:k, 2]], axis=-1)
             y, log_det = jax.vmap(c.transform_and_log_det)(flat)
             ys.append(y)
             total = total - log_det
