@@ -157,7 +157,7 @@ def rama_distances(reference, angles, bins, weights=None) -> tuple[float, float]
     """KL(reference || model) with a 1e-6 floor on the model's bins, and the total variation."""
     p, q = histogram(reference, bins), histogram(angles, bins, weights)
     q_floor = np.maximum(q, 1e-6)
-    kl = float(np.sum(np.where(p > 0, p * np.log(p / q_floor), 0.0)))
+    kl = float(np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / q_floor), 0.0)))
     return kl, float(0.5 * np.abs(p - q).sum())
 
 
