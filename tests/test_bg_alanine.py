@@ -19,7 +19,7 @@ import fepy
 from fepy.apps.bg.analysis import dihedral_histogram, free_energy_difference, histogram_kl
 from fepy.apps.bg.internal import (InternalCoordinates, ReducedEnergy, ZMatrix, internal_coordinate_flow,
                                    periodic_mask, signed_volume)
-from fepy.apps.bg.splines import MixedSplineCoupling, NormalUniform, _transform
+from fepy.apps.bg.splines import MixedSplineCoupling, NormalUniform, spline_transform
 from fepy.apps.bg.tempering import BOLTZMANN, parallel_tempering
 from fepy.apps.tps import alanine_dipeptide
 from fepy.apps.tps.molecular import dihedral
@@ -157,11 +157,11 @@ def coupling():
 @jax.jit
 def circular_figures(raw, x):
     """The periodic transformer's ends, slopes and round trip at points x, in one compiled program."""
-    f = lambda v: _transform(v, raw, jnp.array(True), 6, 3.0, inverse=False)
+    f = lambda v: spline_transform(v, raw, jnp.array(True), 6, 3.0, inverse=False)
     slope = jax.grad(lambda v: f(v)[0])
     ends = jnp.array([-math.pi, math.pi])
     y, log_det = jax.vmap(f)(x)
-    back, _ = jax.vmap(lambda v: _transform(v, raw, jnp.array(True), 6, 3.0, inverse=True))(y)
+    back, _ = jax.vmap(lambda v: spline_transform(v, raw, jnp.array(True), 6, 3.0, inverse=True))(y)
     return jax.vmap(f)(ends)[0], jax.vmap(slope)(ends), y, log_det, jnp.log(jax.vmap(slope)(x)), back
 
 

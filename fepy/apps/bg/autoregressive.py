@@ -104,11 +104,11 @@ from jax_md.mm_forcefields.amber.energy import lennard_jones
 
 from ...families.density import AbstractDensity
 from ...targets.energy import Energy
-from ..tps.molecular import dihedral
+from ..tps.molecular import bond_angle, dihedral, place_atom, torsion_frame
 from ..tps.openmm import COULOMB
-from .internal import InternalCoordinates, ZMatrix, _angle, _nerf
+from .internal import InternalCoordinates, ZMatrix
 from .molecules import N_FEATURES
-from .splines import _transform
+from .splines import spline_transform
 
 MAX_HOPS = 6
 """Graph distances from the new atom are one-hot encoded up to this many bonds (and beyond)."""
@@ -125,7 +125,7 @@ ANGLE_GRID = tuple(np.linspace(-12.0, 12.0, 121))
 """The grid of the partial-energy profile of an angle, in thermal widths s_theta about theta_0;
 beyond it the angle's base density has exponential tails (any angle has a finite log q)."""
 PROFILE_FLOOR = 1e-6
-"""The profile density's floor, relative to its maximum: :math:`\log q` stays finite where the
+r"""The profile density's floor, relative to its maximum: :math:`\log q` stays finite where the
 profile is far below its peak (a mass of about 1e-5 per coordinate; a floor of 1e-3 put about 1 %
 of each angle's and 3 % of a narrow torsion's draws far from its peak)."""
 MIN_DISTANCE = 0.05
@@ -262,7 +262,7 @@ class MoleculeGraph(eqx.Module):
         before = jnp.arange(self.n) < p
         pairs = jnp.where(before, self.pair_qq[p] / d + lennard_jones(d, self.pair_sigma[p], self.pair_epsilon[p]), 0.0)
         theta0, k_angle = self.angle_parameters[p, :, 0], self.angle_parameters[p, :, 1]
-        angle = jnp.sum(self.angle_mask[p] * 0.5 * k_angle * (_angle(x, self.angles[p]) - theta0) ** 2)
+        angle = jnp.sum(self.angle_mask[p] * 0.5 * k_angle * (bond_angle(x, self.angles[p]) - theta0) ** 2)
         periodicity, phase, k_torsion = (self.torsion_parameters[p, :, i] for i in range(3))
         torsion = jnp.sum(self.torsion_mask[p] * k_torsion
                           * (1 + jnp.cos(periodicity * dihedral(x, self.torsions[p]) - phase)))
@@ -303,11 +303,6 @@ def _terms_by_place(atoms: np.ndarray, parameters: np.ndarray, n: int):
     return jnp.asarray(out_atoms), jnp.asarray(out_parameters), jnp.asarray(mask)
 
 
-def _unit(v):
-    """v / |v|, 0 for v = 0 (the frames of places < 3, masked anyway)."""
-    return v / jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + 1e-30)
-
-
 def _real_head_split(out, knots):
     """Spline parameters (3K, plus the unused rotation 0), shift mu and scale sigma > 0."""
     raw = jnp.concatenate([out[: 3 * knots], jnp.zeros((1,), out.dtype)])
@@ -336,7 +331,7 @@ def partial_energy_profile(graph: MoleculeGraph, x: Float[Array, "n 3"], p, r, t
     theta, phi = jnp.broadcast_arrays(theta, phi)
     xj, xk, xl = _frame_atoms(graph, x, p)
     ones = jnp.ones((theta.shape[0], 1), x.dtype)
-    candidates = _nerf(xj * ones, xk * ones, xl * ones, r * ones[:, 0], theta, phi)
+    candidates = place_atom(xj * ones, xk * ones, xl * ones, r * ones[:, 0], theta, phi)
     energy = jax.vmap(lambda c: graph.partial_energy(x.at[p].set(c), p))(candidates)
     return -graph.beta * energy
 
@@ -450,9 +445,7 @@ class TransferableBG(eqx.Module):
         j, k, l = graph.refs[p, 0], graph.refs[p, 1], graph.refs[p, 2]
         framed = p >= 3
         xj, xk, xl = _frame_atoms(graph, x, p)
-        axis = _unit(xk - xj)
-        normal = _unit(jnp.cross(axis, xk - xl))
-        frame = jnp.stack([axis, jnp.cross(axis, normal), normal])
+        frame = torsion_frame(xj, xk, xl)
         d = x - xj
         distance = jnp.sqrt(jnp.sum(d * d, axis=-1) + 1e-30)
         local = (d @ frame.T) / distance[:, None]
@@ -481,12 +474,12 @@ class TransferableBG(eqx.Module):
     def _real_log_prob(self, out, value, loc, scale):
         raw, mu, sigma = _real_head_split(out, self.knots)
         y = ((value - loc) / scale - mu) / sigma
-        z, log_det = _transform(y, raw, False, self.knots, self.interval, inverse=True)
+        z, log_det = spline_transform(y, raw, False, self.knots, self.interval, inverse=True)
         return _log_normal(z) + log_det - jnp.log(sigma) - jnp.log(scale)
 
     def _real_sample(self, out, z, loc, scale):
         raw, mu, sigma = _real_head_split(out, self.knots)
-        y, log_det = _transform(z, raw, False, self.knots, self.interval, inverse=False)
+        y, log_det = spline_transform(z, raw, False, self.knots, self.interval, inverse=False)
         return loc + scale * (mu + sigma * y), _log_normal(z) - log_det - jnp.log(sigma) - jnp.log(scale)
 
     def _phi_base(self, graph, x, p, context, u_r, r):
@@ -517,11 +510,11 @@ class TransferableBG(eqx.Module):
         u_r = (r - prior[0]) / prior[1]
         log_r = self._real_log_prob(self.head_r(context), r, prior[0], prior[1])
         raw_phi, (values, total) = self._phi_base(graph, x, p, context, u_r, r)
-        base, log_det = _transform(phi, raw_phi, True, self.knots, self.interval, inverse=True)
+        base, log_det = spline_transform(phi, raw_phi, True, self.knots, self.interval, inverse=True)
         log_phi = _table_log_prob(values, total, -jnp.pi, 2 * jnp.pi / PROFILE_POINTS, base) + log_det
         raw, mu, sigma, (values, total) = self._theta_base(graph, x, p, context, u_r, r, phi)
         y = ((theta - prior[2]) / prior[3] - mu) / sigma
-        base, log_det = _transform(y, raw, False, self.knots, self.interval, inverse=True)
+        base, log_det = spline_transform(y, raw, False, self.knots, self.interval, inverse=True)
         log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], ANGLE_GRID[1] - ANGLE_GRID[0], base, True) + log_det
                      - jnp.log(sigma) - jnp.log(prior[3]))
         return jnp.stack([log_r, log_theta, log_phi])
@@ -535,12 +528,12 @@ class TransferableBG(eqx.Module):
         raw_phi, (values, total) = self._phi_base(graph, x, p, context, u_r, r)
         h = 2 * jnp.pi / PROFILE_POINTS
         base = _table_sample(values, total, -jnp.pi, h, (noise[2] + jnp.pi) / (2 * jnp.pi))
-        phi, log_det = _transform(base, raw_phi, True, self.knots, self.interval, inverse=False)
+        phi, log_det = spline_transform(base, raw_phi, True, self.knots, self.interval, inverse=False)
         log_phi = _table_log_prob(values, total, -jnp.pi, h, base) - log_det
         raw, mu, sigma, (values, total) = self._theta_base(graph, x, p, context, u_r, r, jnp.where(p >= 3, phi, 0.0))
         h = ANGLE_GRID[1] - ANGLE_GRID[0]
         base = _table_sample(values, total, ANGLE_GRID[0], h, jax.scipy.special.ndtr(noise[1]), True)
-        y, log_det = _transform(base, raw, False, self.knots, self.interval, inverse=False)
+        y, log_det = spline_transform(base, raw, False, self.knots, self.interval, inverse=False)
         theta = prior[2] + prior[3] * (mu + sigma * y)
         log_theta = (_table_log_prob(values, total, ANGLE_GRID[0], h, base, True) - log_det - jnp.log(sigma)
                      - jnp.log(prior[3]))
@@ -581,7 +574,7 @@ class TransferableBG(eqx.Module):
             second = jnp.stack([r, jnp.zeros_like(r), jnp.zeros_like(r)])
             along = jnp.where(j == 0, 1.0, -1.0)
             third = jnp.stack([x[j, 0] + along * r * jnp.cos(theta), r * jnp.sin(theta), jnp.zeros_like(r)])
-            later = _nerf(x[j][None], x[k][None], x[l][None], r[None], theta[None], phi[None])[0]
+            later = place_atom(x[j][None], x[k][None], x[l][None], r[None], theta[None], phi[None])[0]
             position = jnp.where(p == 1, second, jnp.where(p == 2, third, later))
             x = x.at[p].set(jnp.where(graph.valid[p] > 0, position, x[p]))
             return x, (q, jnp.sum(jnp.where(mask[p], log_q, 0.0)))

@@ -77,29 +77,8 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from ...families.flow import Flow
 from ...targets.energy import Energy
 from ..tps.metrics import wrap_angle
-from ..tps.molecular import dihedral
+from ..tps.molecular import bond_angle, dihedral, place_atom, unit
 from .splines import NormalUniform, coupling_flow
-
-
-def _angle(x: Float[Array, "atoms 3"], atoms: Int[np.ndarray, "m 3"]) -> Float[Array, " m"]:
-    """The angle at the middle atom of each triple, atan2(|a x b|, a . b) (exact near 0 and pi)."""
-    a = x[atoms[:, 0]] - x[atoms[:, 1]]
-    b = x[atoms[:, 2]] - x[atoms[:, 1]]
-    return jnp.arctan2(jnp.linalg.norm(jnp.cross(a, b), axis=-1), jnp.sum(a * b, axis=-1))
-
-
-def _unit(v):
-    return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def _nerf(xj, xk, xl, r, theta, phi):
-    r"""Positions i with |i - j| = r, angle(i, j, k) = theta and dihedral(i, j, k, l) = phi (rows)."""
-    axis = _unit(xk - xj)  # from j towards k: the angle theta is measured from it
-    normal = _unit(jnp.cross(axis, xk - xl))
-    binormal = jnp.cross(axis, normal)
-    direction = (jnp.cos(theta)[:, None] * axis + (jnp.sin(theta) * jnp.cos(phi))[:, None] * binormal
-                 + (jnp.sin(theta) * jnp.sin(phi))[:, None] * normal)
-    return xj + r[:, None] * direction
 
 
 class ZMatrix(eqx.Module):
@@ -307,7 +286,7 @@ class InternalCoordinates(AbstractBijection):
             j = np.asarray(z.parent)[p - 1]
             k = np.asarray(z.angle_ref)[p - 2]
             l = np.asarray(z.torsion_ref)[p - 3]
-            x = x.at[atoms].set(_nerf(x[j], x[k], x[l], r[p - 1], theta[p - 2], phi[p - 3]))
+            x = x.at[atoms].set(place_atom(x[j], x[k], x[l], r[p - 1], theta[p - 2], phi[p - 3]))
         return self._reduce(x), self._log_det(r, theta)
 
     def inverse_and_log_det(self, y, condition=None):
@@ -321,7 +300,7 @@ class InternalCoordinates(AbstractBijection):
         z = self.zmatrix
         bond = z.bond_atoms
         r = jnp.linalg.norm(x[bond[:, 0]] - x[bond[:, 1]], axis=-1)
-        return jnp.concatenate([r, _angle(x, z.angle_atoms), dihedral(x, z.torsion_atoms)])
+        return jnp.concatenate([r, bond_angle(x, z.angle_atoms), dihedral(x, z.torsion_atoms)])
 
     def _reduce(self, y: Float[Array, "atoms 3"]) -> Float[Array, " dim"]:
         o = self.zmatrix.order
@@ -340,9 +319,9 @@ class InternalCoordinates(AbstractBijection):
         in the xy plane with y > 0."""
         o = self.zmatrix.order
         centred = x - x[o[0]]
-        e1 = _unit(centred[o[1]])
+        e1 = unit(centred[o[1]])
         v = centred[o[2]] - jnp.dot(centred[o[2]], e1) * e1
-        e2 = _unit(v)
+        e2 = unit(v)
         rotation = jnp.stack([e1, e2, jnp.cross(e1, e2)])
         return self._reduce(centred @ rotation.T)
 

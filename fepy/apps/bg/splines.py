@@ -92,8 +92,13 @@ def _unit_spline(raw, periodic, knots):
                        (positions(widths), positions(heights), derivatives))
 
 
-def _transform(x, raw, periodic, knots, half_width, inverse: bool):
-    """One coordinate through its spline (and rotation, if periodic): y and log|dy/dx|."""
+def spline_transform(x, raw, periodic, knots, half_width, inverse: bool):
+    """One coordinate through its rational-quadratic spline: y and log|dy/dx|.
+
+    ``raw`` holds the 3K unconstrained knot parameters (widths, heights, derivatives) and, for a
+    periodic (circular) coordinate, a rotation angle at index 3K; the spline maps
+    [-half_width, half_width] (bounded) or [-π, π) (periodic, followed by the rotation) onto itself,
+    ``inverse`` runs it backwards."""
     spline = _unit_spline(raw, periodic, knots)
     shift = jnp.where(periodic, raw[3 * knots], 0.0)
     h = jnp.where(periodic, jnp.pi, half_width)
@@ -147,7 +152,7 @@ class MixedSplineCoupling(AbstractBijection):
 
     def _apply(self, x, inverse):
         raw = self._parameters(x)
-        y, log_det = jax.vmap(lambda xi, ri, pi: _transform(xi, ri, pi, self.knots, self.interval, inverse))(
+        y, log_det = jax.vmap(lambda xi, ri, pi: spline_transform(xi, ri, pi, self.knots, self.interval, inverse))(
             x, raw, self.periodic)
         y = jnp.where(self.transformed, y, x)
         return y, jnp.sum(jnp.where(self.transformed, log_det, 0.0))

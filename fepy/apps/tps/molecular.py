@@ -1,4 +1,5 @@
-r"""Molecular geometry in JAX: dihedral angles, Kabsch superposition and RMSD (nm, rad).
+r"""Molecular geometry in JAX: bond and dihedral angles, placing an atom from internal coordinates,
+Kabsch superposition and RMSD (nm, rad).
 
 The dihedral of atoms (a, b, c, d) is the IUPAC angle φ in (-π, π] between the planes
 (a, b, c) and (b, c, d), positive when, looking along b → c, the bond b-a turns clockwise
@@ -44,6 +45,41 @@ def dihedral(
     n1, n2 = jnp.cross(b1, b2), jnp.cross(b2, b3)
     y = jnp.linalg.norm(b2, axis=-1) * jnp.sum(b1 * n2, axis=-1)
     return jnp.arctan2(y, jnp.sum(n1 * n2, axis=-1))
+
+
+def bond_angle(x: Float[Array, "atoms 3"], atoms: Int[ArrayLike, "*batch 3"]) -> Float[Array, "*batch"]:
+    """The angle (rad, in [0, π]) at the middle atom of each triple, atan2(|a × b|, a · b) (exact
+    near 0 and π, where an arccos of the cosine loses half the digits)."""
+    p = x[jnp.asarray(atoms)]  # (*batch, 3, 3)
+    a, b = p[..., 0, :] - p[..., 1, :], p[..., 2, :] - p[..., 1, :]
+    return jnp.arctan2(jnp.linalg.norm(jnp.cross(a, b), axis=-1), jnp.sum(a * b, axis=-1))
+
+
+def unit(v: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3"]:
+    """v / |v| along the last axis; 0 for v = 0 (|v|² is offset by 1e-30, far below any length
+    squared in nm² that a molecule has)."""
+    return v / jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + 1e-30)
+
+
+def torsion_frame(xj: Float[Array, "*batch 3"], xk: Float[Array, "*batch 3"],
+                  xl: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
+    r"""The orthonormal frame (rows e_1, e_2, e_3) in which an atom i bonded to j, with angle
+    θ = ∠(i, j, k) and dihedral φ(i, j, k, l), lies along
+    :math:`\cos\theta\, e_1 + \sin\theta \cos\phi\, e_2 + \sin\theta \sin\phi\, e_3` from j:
+    e_1 = unit(x_k - x_j), e_3 = unit(e_1 × (x_k - x_l)), e_2 = e_1 × e_3."""
+    axis = unit(xk - xj)
+    normal = unit(jnp.cross(axis, xk - xl))
+    return jnp.stack([axis, jnp.cross(axis, normal), normal], axis=-2)
+
+
+def place_atom(xj: Float[Array, "*batch 3"], xk: Float[Array, "*batch 3"], xl: Float[Array, "*batch 3"],
+               r: Float[Array, "*batch"], theta: Float[Array, "*batch"],
+               phi: Float[Array, "*batch"]) -> Float[Array, "*batch 3"]:
+    """The position of atom i with |x_i - x_j| = r (nm), ∠(i, j, k) = θ and dihedral(i, j, k, l) = φ
+    (rad): the natural-extension reference frame (NeRF) construction in `torsion_frame`."""
+    frame = torsion_frame(xj, xk, xl)
+    direction = jnp.stack([jnp.cos(theta), jnp.sin(theta) * jnp.cos(phi), jnp.sin(theta) * jnp.sin(phi)], axis=-1)
+    return xj + r[..., None] * jnp.einsum("...k,...kd->...d", direction, frame)
 
 
 def backbone_dihedral_atoms(
