@@ -10,7 +10,8 @@ per molecule versus its number of atoms. Writes
 benchmarks/results/bg/transferable_bg[_TAG].json and the Ramachandran PNG beside it.
 The untrained model (the configurational-bias proposal of the force field alone: harmonic bonds,
 partial-energy profiles for angles and torsions) is evaluated on the same molecules beside it
-(rows with ``model = "initial"``). ``--trained=FILE`` evaluates a model saved by ``equinox.tree_serialise_leaves`` (trained with the
+(rows with ``model = "initial"``). ``--save=FILE`` writes the trained model there
+(``equinox.tree_serialise_leaves``); ``--trained=FILE`` evaluates a model saved by ``equinox.tree_serialise_leaves`` (trained with the
 same config elsewhere) instead of training one; the result says so (``trained_file``).
 """
 
@@ -34,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv):
     model = load_model(ROOT / "models" / "transferable_bg.py")
     trained = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("--trained=")), None)
-    sets = [a for a in argv if "=" in a and not a.startswith("--trained=")]
+    save = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("--save=")), None)
+    sets = [a for a in argv if "=" in a and not a.startswith(("--trained=", "--save="))]
     config = {**model.DEFAULTS, **parse_sets(sets, model.DEFAULTS, "transferable_bg")}
     t0 = time.perf_counter()
     problem = model.build(config)
@@ -43,6 +45,9 @@ def main(argv):
         sol = fepy.minimize(problem.target, problem.family, problem.solver, steps=problem.steps,
                             key=minimize_key(config["seed"]))
         family, trace = sol.family, sol.trace["nll"]
+        if save is not None:
+            save.parent.mkdir(parents=True, exist_ok=True)
+            eqx.tree_serialise_leaves(save, family.model)
     else:
         shared = eqx.tree_deserialise_leaves(trained, problem.family.model)
         family, trace = eqx.tree_at(lambda f: f.model, problem.family, shared), None
