@@ -79,11 +79,17 @@ def test_log_q_is_the_product_of_conditionals_minus_the_log_det(peptides, model)
     theta = np.concatenate([[0.0, 0.0], q[n - 1 : 2 * n - 3]])
     phi = np.concatenate([[0.0, 0.0, 0.0], q[2 * n - 3 :]])
     h, env_atom = model._atom_terms(graph)
+
+    @jax.jit
+    def place_terms(p):
+        later = jnp.arange(n)[:, None] >= p
+        moved = jnp.where(later, x + jax.random.normal(jax.random.fold_in(jax.random.key(7), p), x.shape), x)
+        context = model._context(graph, h, env_atom, moved, p)  # later atoms anywhere
+        return model.place_log_prob(graph, moved, p, context, jnp.asarray(r)[p], jnp.asarray(theta)[p], jnp.asarray(phi)[p])
+
     total = 0.0
     for p in range(1, n):
-        moved = x.at[p:].add(jax.random.normal(jax.random.key(p), (n - p, 3)))  # later atoms anywhere
-        context = model._context(graph, h, env_atom, moved, p)
-        terms = model.place_log_prob(graph, moved, p, context, r[p], theta[p], phi[p])
+        terms = place_terms(p)
         total += float(terms[0]) + (float(terms[1]) if p >= 2 else 0.0) + (float(terms[2]) if p >= 3 else 0.0)
     log_det = jnp.linalg.slogdet(jax.jacfwd(coordinates.transform)(q))[1]
     np.testing.assert_allclose(float(log_q[0]), total - float(log_det), rtol=0, atol=1e-8)
