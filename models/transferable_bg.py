@@ -18,8 +18,9 @@ model bound to that molecule alone (an `fepy.AbstractDensity` whose target is it
 held-out MD frames (nats, reduced space), and the backbone (phi, psi) histograms of raw and
 reweighted samples against MD (KL(MD || model) and the total-variation distance on a
 ``rama_bins`` x ``rama_bins`` grid). With ``evaluate_train`` the same figures for the training
-molecules show the gap. The defaults (three training molecules, 400 steps) are what the shared
-2-core CPU affords; a longer run and more molecules are the obvious next step.
+molecules show the gap. The defaults (three training molecules, 2000 steps, about 30 min on one
+CPU core) are what a CPU affords; more molecules and longer training are the next step (measured
+figures in benchmarks/README.md, "Transferable autoregressive Boltzmann generator").
 
 Keys written (one per molecule X and figure): ``ess_X``, ``ess_fraction_X``, ``log_z_X``,
 ``log_z_stderr_X``, ``nll_X``, ``rama_kl_raw_X``, ``rama_kl_reweighted_X``, ``rama_tv_raw_X``,
@@ -65,9 +66,9 @@ DEFAULTS = dict(
     depth=2,
     knots=8,
     interval=4.0,
-    steps=400,  # what the shared 2-core CPU affords (about 2 s per step under load); more is better
+    steps=2000,  # ~0.6 s per step on one CPU core for three molecules (30 min); more is better
     batch=16,  # rows per step; a row holds one frame of every training molecule
-    lr=3e-4,  # peak of a cosine decay to 0
+    lr=1e-3,  # peak of a cosine decay to 0 (benchmarks README: transferable BG)
     reverse=0.0,  # weight of the reverse KL of the joint target
     estimate_samples=2000,  # model samples per molecule for ESS, log Z and the Ramachandran plot
     evaluate_train=False,  # also evaluate the training molecules
