@@ -35,7 +35,7 @@ Settings and their sources (read in the authors' repositories):
   10000 rollouts, lr 1e-4, a potential parametrisation, terminal cost on pairwise distances.
 
 Here the path is 1000 steps (1 ps) as in TPS-DPS, 16 paths per step, and far fewer training
-steps (the CPU budget; ``steps``), with a larger learning rate (3e-3) to match. The cost width is
+steps (the CPU budget; ``steps``), with a larger learning rate (1e-3, TPS-DPS 1e-4) to match. The cost width is
 narrower than TPS-DPS's sigma because it is summed over coordinates, not averaged (TPS-DPS also
 averages its path log-likelihood over steps and coordinates), and no temperature annealing is
 used. The THP is measured on the final frame (TPS-DPS evaluates the frame of best terminal
