@@ -17,7 +17,7 @@ demo: venv
 	$(VENV)/bin/fepy run models/gmm40.py --out runs/gmm40
 
 test: venv
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q
 
 $(VENV)/.installed-bench: $(STAMP)
 	$(VENV)/bin/pip install -e ".[bench]"
